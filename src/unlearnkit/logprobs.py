@@ -1,0 +1,76 @@
+"""`sequence_logprobs`: the one place where answer-token log-probabilities are computed.
+
+Objectives, metrics, membership inference, the G-effect and the reference cache all call this, so
+the label shift, the mask and the position ids for padded batches are done exactly once. Results are
+invariant to batch composition: a sample scores the same alone and inside a left- or right-padded batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+@dataclass
+class SequenceLogprobs:
+    """Per-token log p(label) (0 where masked) and the mask, both shaped (B, T-1) after the shift."""
+
+    token_logprobs: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def n_tokens(self) -> torch.Tensor:
+        return self.mask.sum(-1)
+
+    @property
+    def sum(self) -> torch.Tensor:
+        """log π(y|x): summed over answer tokens (what NPO and DPO use)."""
+        return self.token_logprobs.sum(-1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Length-normalised log-prob (mean over answer tokens); −mean is the per-sample NLL."""
+        return self.sum / self.n_tokens.clamp(min=1)
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> SequenceLogprobs:
+    """Shift (logits at t predict label t+1), gather in fp32 and mask labels == -100."""
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (batch, time)")
+    logits = logits[:, :-1, :]
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    safe = torch.where(mask, target, torch.zeros_like(target))
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), safe.reshape(-1), reduction="none")
+    lp = torch.where(mask, -nll.view_as(safe), torch.zeros((), dtype=torch.float32, device=logits.device))
+    return SequenceLogprobs(token_logprobs=lp, mask=mask)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions count real tokens only, so left padding does not shift a sample's positions."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.clamp(min=0)
+
+
+def model_forward(model, batch: dict, **kwargs):
+    """Forward with position ids derived from the attention mask (correct for left padding)."""
+    mask = batch.get("attention_mask")
+    extra = {}
+    if mask is not None:
+        extra["attention_mask"] = mask
+        extra["position_ids"] = position_ids_from_mask(mask)
+    return model(input_ids=batch["input_ids"], use_cache=False, **extra, **kwargs)
+
+
+def sequence_logprobs(model, batch: dict, return_outputs: bool = False, **forward_kwargs):
+    """Answer-token log-probs of `batch` (keys input_ids, labels, attention_mask) under `model`.
+
+    Returns `SequenceLogprobs`, or `(SequenceLogprobs, outputs)` with `return_outputs=True` so callers
+    that also need logits or hidden states (KL, RMU) reuse the same forward pass.
+    """
+    outputs = model_forward(model, batch, **forward_kwargs)
+    slp = logprobs_from_logits(outputs.logits, batch["labels"])
+    return (slp, outputs) if return_outputs else slp

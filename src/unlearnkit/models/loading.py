@@ -1,0 +1,100 @@
+"""`load_model(spec)`: one entry point for hub ids, local safetensors directories, GGUF files and the default model.
+
+Pickled weights (`.bin`, `.pt`) are refused unless `allow_pickle=True`; `trust_remote_code` stays off
+unless the caller asks for it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import default as default_model
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class ModelSpecError(ValueError):
+    pass
+
+
+def _check_local_dir(path: Path, allow_pickle: bool) -> None:
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise ModelSpecError(f"{path}: not a model directory (no config.json)")
+    has_safe = any(path.glob("*.safetensors"))
+    has_pickle = any(p.suffix in PICKLE_SUFFIXES for p in path.iterdir())
+    if not has_safe and has_pickle and not allow_pickle:
+        raise ModelSpecError(
+            f"{path}: only pickled weights found; pickle can run code on load. Convert to safetensors, or pass "
+            f"allow_pickle=True if you trust this checkpoint")
+    if not has_safe and not has_pickle:
+        raise ModelSpecError(f"{path}: no weights found (expected *.safetensors)")
+
+
+def resolve_model_path(spec: str) -> tuple[str, str | None]:
+    """Map a spec to (from_pretrained path or id, gguf file name or None)."""
+    if spec in default_model.ALIASES:
+        return str(default_model.default_model_dir()), None
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelSpecError(f"{path}: no such GGUF file")
+        return str(path.parent), path.name
+    return str(path) if path.exists() else spec, None
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    where, gguf = resolve_model_path(spec)
+    tok = AutoTokenizer.from_pretrained(where, gguf_file=gguf, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: str, dtype: torch.dtype | str = torch.float32, allow_pickle: bool = False,
+               trust_remote_code: bool = False, attn_implementation: str | None = None, device: str | None = None):
+    """Load (model, tokenizer) from `spec`: 'default'/'smollm2', a hub id, a local directory or a .gguf file.
+
+    A directory holding a LoRA adapter (`adapter_config.json`) is loaded onto its base model with peft.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    where, gguf = resolve_model_path(spec)
+    local = Path(where)
+    if local.is_dir() and gguf is None:
+        _check_local_dir(local, allow_pickle)
+        if (local / "adapter_config.json").is_file() and not (local / "config.json").is_file():
+            return _load_adapter(local, dtype, allow_pickle, trust_remote_code, attn_implementation, device)
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    elif not allow_pickle:
+        kwargs["use_safetensors"] = True
+    model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    if gguf:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    if device:
+        model.to(device)
+    return model, tok
+
+
+def _load_adapter(path: Path, dtype, allow_pickle, trust_remote_code, attn_implementation, device):
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model, tok = load_model(base, dtype, allow_pickle, trust_remote_code, attn_implementation, device)
+    return PeftModel.from_pretrained(model, str(path)), tok

@@ -1,0 +1,104 @@
+"""Run directories: the unit of record (shared/DESIGN.md §3).
+
+    runs/<name>/config.yaml   resolved config + versions, git commit, seed
+    runs/<name>/checkpoints/step-N/
+    runs/<name>/log.jsonl
+    runs/<name>/eval/<suite>.json
+    runs/<name>/plots/*.png
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("unlearnkit", "torch", "transformers", "peft", "accelerate", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return res.stdout.strip() or None if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    def write_config(self, kind: str, config: dict, seed: int | None = None) -> None:
+        record = {"kind": kind, "config": config, "seed": seed, "versions": _versions(), "git_commit": _git_commit(),
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_text(self.config_path, yaml.safe_dump(record, sort_keys=False))
+
+    def read_config(self) -> dict:
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.path}: not a run directory (no config.yaml)")
+        return yaml.safe_load(self.config_path.read_text())
+
+    def log(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / "log.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+    def read_log(self) -> list[dict]:
+        p = self.path / "log.jsonl"
+        if not p.is_file():
+            return []
+        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+
+def open_run(path: str | Path, create: bool = True) -> RunDir:
+    p = Path(path)
+    if create:
+        p.mkdir(parents=True, exist_ok=True)
+    elif not p.is_dir():
+        raise FileNotFoundError(f"run directory {p} does not exist")
+    return RunDir(p)

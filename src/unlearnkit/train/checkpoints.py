@@ -1,0 +1,66 @@
+"""Atomic checkpoints: written to a staging folder, then renamed to `checkpoints/step-N`.
+
+A rename is atomic on one filesystem, so a `step-N` folder is always complete; a kill mid-save leaves
+only the staging folder, which is removed on the next start. Weights are safetensors.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+STAGING = ".staging"
+STEP_RE = re.compile(r"step-(\d+)$")
+
+
+def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of complete checkpoints, oldest first."""
+    d = Path(checkpoints_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = STEP_RE.match(p.name)
+        if m and p.is_dir():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def last_checkpoint(checkpoints_dir: str | Path) -> Path | None:
+    cks = list_checkpoints(checkpoints_dir)
+    return cks[-1][1] if cks else None
+
+
+def clean_staging(checkpoints_dir: str | Path) -> None:
+    shutil.rmtree(Path(checkpoints_dir) / STAGING, ignore_errors=True)
+
+
+def promote(staged: Path, checkpoints_dir: Path, step: int) -> Path:
+    """Move a fully written staged checkpoint into place as `step-N` (atomic rename)."""
+    final = Path(checkpoints_dir) / f"step-{step}"
+    if final.exists():
+        shutil.rmtree(final)
+    for f in staged.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    os.replace(staged, final)
+    return final
+
+
+class AtomicCheckpointMixin:
+    """Mixin for `transformers.Trainer`: save each checkpoint to staging, then promote it.
+
+    `self.args.output_dir` must be the run's `checkpoints/` folder.
+    """
+
+    def _get_output_dir(self, trial=None):  # noqa: D401 - Trainer hook
+        return os.path.join(self.args.output_dir, STAGING)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        staged = Path(self.args.output_dir) / STAGING / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            promote(staged, Path(self.args.output_dir), self.state.global_step)
+        self.accelerator.wait_for_everyone()
