@@ -1,0 +1,185 @@
+"""Reference quantities (π_ref = θ_ini) that objectives ask for, behind one small interface.
+
+An objective never runs the reference model itself; it calls a provider:
+
+    ref.forget_logprobs(forget_batch)        -> SequenceLogprobs   (NPO, TNPO, WTNPO, IdK-DPO)
+    ref.forget_logits(forget_batch)          -> (B, T, V) logits   (UNDIAL)
+    ref.idk_logprobs(idk_batch)              -> SequenceLogprobs   (IdK-DPO)
+    ref.retain_logits(retain_batch)          -> (B, T, V) logits   (retain='kl')
+    ref.hidden_states(batch, layer)          -> (B, T, H)          (RMU's retain='hidden')
+
+Three providers, all returning detached tensors:
+* `FrozenModelReference(model)`: runs a frozen copy of θ_ini under `torch.no_grad()`.
+* `DisabledAdapterReference(peft_model)`: the trained LoRA model with its adapters switched off
+  (`with peft_model.disable_adapter():`), so no second copy of the base weights is needed.
+* `CachedReference(forget=..., idk=..., fallback=...)`: forget/IdK log-probs precomputed once per dataset
+  `index` (see `precompute_token_logprobs`; the trainer stores them on disk); anything else goes to
+  `fallback`. The forget data is fixed, so its reference log-probs never need a second forward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from ..logprobs import IGNORE, SequenceLogprobs, model_forward, sequence_logprobs
+
+
+@runtime_checkable
+class ReferenceProvider(Protocol):
+    def forget_logprobs(self, batch: dict) -> SequenceLogprobs: ...
+
+    def idk_logprobs(self, batch: dict) -> SequenceLogprobs: ...
+
+    def forget_logits(self, batch: dict) -> torch.Tensor: ...
+
+    def retain_logits(self, batch: dict) -> torch.Tensor: ...
+
+    def hidden_states(self, batch: dict, layer: int) -> torch.Tensor: ...
+
+
+def select_hidden_state(outputs, layer: int) -> torch.Tensor:
+    """`outputs.hidden_states[layer]`: 0 is the embeddings, ℓ the output of decoder block ℓ (1-based)."""
+    hs = outputs.hidden_states
+    if hs is None:
+        raise ValueError("the forward pass returned no hidden states; call it with output_hidden_states=True")
+    if not 0 <= layer < len(hs):
+        raise ValueError(f"layer={layer}: the model has {len(hs) - 1} decoder layers, so layer must be in "
+                         f"0..{len(hs) - 1} (0 = embeddings, ℓ = output of block ℓ)")
+    return hs[layer]
+
+
+class _ModelReference:
+    """Runs a model without gradients inside `self._context()`."""
+
+    model: torch.nn.Module
+
+    def _context(self):
+        return contextlib.nullcontext()
+
+    def _logprobs(self, batch: dict) -> SequenceLogprobs:
+        with torch.no_grad(), self._context():
+            return sequence_logprobs(self.model, batch)
+
+    def forget_logprobs(self, batch: dict) -> SequenceLogprobs:
+        return self._logprobs(batch)
+
+    def idk_logprobs(self, batch: dict) -> SequenceLogprobs:
+        return self._logprobs(batch)
+
+    def _logits(self, batch: dict) -> torch.Tensor:
+        with torch.no_grad(), self._context():
+            return model_forward(self.model, batch).logits
+
+    def forget_logits(self, batch: dict) -> torch.Tensor:
+        return self._logits(batch)
+
+    def retain_logits(self, batch: dict) -> torch.Tensor:
+        return self._logits(batch)
+
+    def hidden_states(self, batch: dict, layer: int) -> torch.Tensor:
+        with torch.no_grad(), self._context():
+            return select_hidden_state(model_forward(self.model, batch, output_hidden_states=True), layer)
+
+
+class FrozenModelReference(_ModelReference):
+    """A separate frozen θ_ini (put in eval mode here, so dropout is off). Never pass the model being trained."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+
+class DisabledAdapterReference(_ModelReference):
+    """The peft model being trained, scored with its adapters disabled: the base weights are θ_ini."""
+
+    def __init__(self, peft_model):
+        if not hasattr(peft_model, "disable_adapter"):
+            raise TypeError(f"DisabledAdapterReference needs a peft model (with .disable_adapter()), got "
+                            f"{type(peft_model).__name__}; for a plain model use FrozenModelReference(copy)")
+        self.model = peft_model
+
+    def _context(self):
+        return self.model.disable_adapter()
+
+
+class CachedReference:
+    """Reference log-probs looked up by the batch's `index` column.
+
+    `forget` / `idk`: index → 1-D tensor of the reference's answer-token log-probs, in order (a dict, or
+    a sequence indexed by position), as `precompute_token_logprobs` returns. Other quantities, and
+    missing caches, go to `fallback` (a model-backed provider) or raise.
+    """
+
+    def __init__(self, forget: Mapping[int, torch.Tensor] | Sequence[torch.Tensor] | None = None,
+                 idk: Mapping[int, torch.Tensor] | Sequence[torch.Tensor] | None = None,
+                 fallback: ReferenceProvider | None = None):
+        self.forget = forget
+        self.idk = idk
+        self.fallback = fallback
+
+    def forget_logprobs(self, batch: dict) -> SequenceLogprobs:
+        if self.forget is None:
+            return self._fallback("forget_logprobs").forget_logprobs(batch)
+        return scatter_cached(self.forget, batch, "forget")
+
+    def idk_logprobs(self, batch: dict) -> SequenceLogprobs:
+        if self.idk is None:
+            return self._fallback("idk_logprobs").idk_logprobs(batch)
+        return scatter_cached(self.idk, batch, "idk")
+
+    def forget_logits(self, batch: dict) -> torch.Tensor:
+        return self._fallback("forget_logits").forget_logits(batch)
+
+    def retain_logits(self, batch: dict) -> torch.Tensor:
+        return self._fallback("retain_logits").retain_logits(batch)
+
+    def hidden_states(self, batch: dict, layer: int) -> torch.Tensor:
+        return self._fallback("hidden_states").hidden_states(batch, layer)
+
+    def _fallback(self, what: str) -> ReferenceProvider:
+        if self.fallback is None:
+            raise ValueError(f"CachedReference has no cache for {what} and no fallback model: pass "
+                             f"fallback=FrozenModelReference(...) or DisabledAdapterReference(...)")
+        return self.fallback
+
+
+def answer_label_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) mask of shifted labels that are answer tokens: the mask `logprobs_from_logits` builds."""
+    return labels[:, 1:] != IGNORE
+
+
+def scatter_cached(cache, batch: dict, split: str = "forget") -> SequenceLogprobs:
+    """Place each row's cached answer-token log-probs at that row's answer positions (any padding side)."""
+    if "index" not in batch:
+        raise ValueError(f"CachedReference needs the dataset 'index' column in the {split} batch (QADataset "
+                         f"items carry it and pad_batch keeps it); it was missing")
+    mask = answer_label_mask(batch["labels"])
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    for row, idx in enumerate(batch["index"].tolist()):
+        try:
+            values = cache[idx]
+        except (KeyError, IndexError):
+            raise ValueError(f"CachedReference: no cached {split} log-probs for index {idx}; the cache was built "
+                             f"from another dataset") from None
+        n = int(mask[row].sum())
+        if values.numel() != n:
+            raise ValueError(f"CachedReference: {split} index {idx} has {values.numel()} cached answer tokens but the "
+                             f"batch has {n}; the cache is stale (tokenizer, prompt format or max_length changed): "
+                             f"rebuild it")
+        out[row, mask[row]] = values.to(out)
+    return SequenceLogprobs(token_logprobs=out, mask=mask)
+
+
+def precompute_token_logprobs(ref: ReferenceProvider, batches: Iterable[dict], split: str = "forget"
+                              ) -> dict[int, torch.Tensor]:
+    """index → the reference's answer-token log-probs (1-D, CPU), for `CachedReference`."""
+    get = ref.forget_logprobs if split == "forget" else ref.idk_logprobs
+    cache: dict[int, torch.Tensor] = {}
+    for batch in batches:
+        if "index" not in batch:
+            raise ValueError("precompute_token_logprobs needs batches with the dataset 'index' column")
+        slp = get(batch)
+        for row, idx in enumerate(batch["index"].tolist()):
+            cache[idx] = slp.token_logprobs[row][slp.mask[row]].detach().cpu()
+    return cache
