@@ -1,0 +1,191 @@
+"""Streaming UIPE over safetensors checkpoints (sharded `model-0000x-of-0000N.safetensors` + index, or a
+single `model.safetensors`), in memory bounded by a chunk, not by a shard or a model.
+
+For each shard of θ_un, in θ_un's own sharding and tensor order: each tensor is read in row chunks
+of at most `chunk_elems` elements through `safetensors.safe_open(...).get_slice`, together with the
+same rows of θ_ini, combined by `extrapolate_tensor` (fp32 arithmetic, original dtype out) and
+appended to the output shard by `SafetensorsWriter`. So at most three chunks (θ_ini, θ_un, result)
+are alive at once, whatever the size of the largest tensor or shard. Tensors whose α is 0 (not
+selected, or α = 0) and integer tensors are copied from θ_un byte for byte.
+
+Atomicity: each shard is written to a hidden partial file and renamed; the whole output is built
+in a hidden temp dir `.<out>.tmp-*` beside `out_dir` and renamed into place at the end; any
+exception (including KeyboardInterrupt) removes the temp dir. A process killed with SIGKILL can
+leave a `.<out>.tmp-*` dir behind, never a partial `out_dir`; such a dir is safe to delete.
+
+Besides the weights, `out_dir` gets the index (unchanged: same names, same shards, same sizes), the
+model's config / generation config / tokenizer files, and `uipe.json` recording α, the selection
+and the source directories. Optimizer, scheduler, RNG and trainer state are not copied: they
+belong to θ_un's training run, not to θ_uipe.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .plan import AlphaPlan
+from .safetensors_writer import TORCH_DTYPES, SafetensorsWriter
+from .tensors import check_matching, extrapolate_tensor
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+PROVENANCE_NAME = "uipe.json"
+CHUNK_ELEMS = 1 << 23  # 8M elements: 16 MB per bf16 chunk, 32 MB per fp32 chunk
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
+# files beside the weights that describe the model rather than the training run
+_SIDE_SUFFIXES = {".json", ".txt", ".model", ".jinja", ".tiktoken", ".py", ".md"}
+_SIDE_SKIP = {"trainer_state.json", PROVENANCE_NAME}
+
+
+class Checkpoint:
+    """The safetensors files of one checkpoint dir: tensor name → (file, dtype, shape)."""
+
+    def __init__(self, path: str | Path):
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path}: checkpoint directory does not exist")
+        index = self.path / INDEX_NAME
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self.files = sorted(set(weight_map.values()))
+        elif (self.path / SINGLE_NAME).is_file():
+            weight_map, self.files = None, [SINGLE_NAME]
+        else:
+            raise FileNotFoundError(
+                f"{self.path}: no {INDEX_NAME} or {SINGLE_NAME}; expected a safetensors checkpoint (save it with "
+                f"`save_pretrained(dir)`; pickled .bin checkpoints are not read)")
+        self.specs: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.file_of: dict[str, str] = {}
+        self.order: dict[str, list[str]] = {}  # file → tensor names in file order
+        for fname in self.files:
+            fpath = self.path / fname
+            if not fpath.is_file():
+                raise FileNotFoundError(f"{fpath}: listed in {index} but missing")
+            with safe_open(fpath, "pt") as f:
+                self.order[fname] = list(f.offset_keys())
+                for name in self.order[fname]:
+                    sl = f.get_slice(name)
+                    self.specs[name] = (sl.get_dtype(), tuple(sl.get_shape()))
+                    self.file_of[name] = fname
+        if weight_map is not None:
+            for name, fname in weight_map.items():
+                if self.file_of.get(name) != fname:
+                    raise ValueError(f"{index}: tensor {name!r} is mapped to {fname} but that file does not hold it")
+            extra = [n for n in self.file_of if n not in weight_map]
+            if extra:
+                raise ValueError(f"{index}: shard files hold tensors the index does not list, e.g. {extra[0]!r}")
+
+
+def _row_chunks(shape: tuple[int, ...], chunk_elems: int):
+    """Row ranges (dim 0) of at most `chunk_elems` elements (at least one row); None for 0-d tensors."""
+    if len(shape) == 0 or math.prod(shape) == 0:
+        yield None
+        return
+    row = math.prod(shape[1:])
+    step = max(1, chunk_elems // max(row, 1))
+    for start in range(0, shape[0], step):
+        yield start, min(start + step, shape[0])
+
+
+def _read(f, name: str, rows):
+    return f.get_tensor(name) if rows is None else f.get_slice(name)[rows[0]:rows[1]]
+
+
+def copy_side_files(src: Path, dst: Path, skip: set[str] = frozenset()) -> list[str]:
+    """Copy config, tokenizer and index files (not weights, not training state) from `src` to `dst`."""
+    copied = []
+    for p in sorted(src.iterdir()):
+        if p.is_file() and p.suffix in _SIDE_SUFFIXES and p.name not in _SIDE_SKIP and p.name not in skip:
+            shutil.copy2(p, dst / p.name)
+            copied.append(p.name)
+    return copied
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out_dir: str | Path, overwrite: bool = False, protect: tuple[Path, ...] = ()):
+    """Yield a hidden temp dir beside `out_dir`; on success rename it to `out_dir`, on any error delete it."""
+    out = Path(out_dir).absolute()
+    for p in protect:
+        if p is not None and Path(p).resolve() == out.resolve():
+            raise ValueError(f"out_dir={str(out_dir)!r} is one of the inputs; write θ_uipe to a new directory")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"out_dir={str(out_dir)!r} already exists; remove it or pass overwrite=True")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        for f in tmp.iterdir():  # the directory entry is fsynced by the renames; make file data durable
+            if f.is_file() and f.suffix != ".safetensors":  # writer already fsynced the shards
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_provenance(dst: Path, backend: str, plan: AlphaPlan, base, unlearned, extra: dict | None = None) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("unlearnkit")
+    except PackageNotFoundError:
+        ver = None
+    record = {"method": "uipe", "formula": "theta_un + alpha * (theta_un - theta_ini)", "backend": backend,
+              **plan.describe(), "base": str(base) if base is not None else None, "unlearned": str(unlearned),
+              "unlearnkit_version": ver, **(extra or {})}
+    (dst / PROVENANCE_NAME).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def extrapolate_stream(base_dir: str | Path, unlearned_dir: str | Path, out_dir: str | Path, plan: AlphaPlan,
+                       overwrite: bool = False, chunk_elems: int = CHUNK_ELEMS, fsync: bool = True) -> Path:
+    """Write θ_uipe for two safetensors checkpoint dirs to `out_dir` (atomic); returns `out_dir`.
+
+    Raises `CheckpointMismatchError` (naming the tensor) before writing anything if names, shapes or
+    dtypes differ, and `ValueError` if a selection / group pattern decides no tensor.
+    """
+    from safetensors import safe_open
+
+    if chunk_elems < 1:
+        raise ValueError(f"chunk_elems={chunk_elems}: must be >= 1")
+    base, un = Checkpoint(base_dir), Checkpoint(unlearned_dir)
+    check_matching(base.specs, un.specs, f"base ({base.path})", f"unlearned ({un.path})")
+    alphas = plan.assign(un.specs)
+    with atomic_output_dir(out_dir, overwrite, protect=(base.path, un.path)) as tmp, contextlib.ExitStack() as stack:
+        base_files = {}
+        for fname in un.files:
+            with safe_open(un.path / fname, "pt") as fu:
+                entries = [(n, *un.specs[n]) for n in un.order[fname]]
+                with SafetensorsWriter(tmp / fname, entries, metadata=fu.metadata(), fsync=fsync) as writer:
+                    for name in un.order[fname]:
+                        dtype, shape = un.specs[name]
+                        alpha = alphas[name] if dtype in _FLOAT_DTYPES else 0.0
+                        if dtype not in TORCH_DTYPES:
+                            raise ValueError(f"tensor {name!r}: dtype {dtype} is not supported by this torch build")
+                        fb = None
+                        if alpha != 0:
+                            bname = base.file_of[name]
+                            if bname not in base_files:
+                                base_files[bname] = stack.enter_context(safe_open(base.path / bname, "pt"))
+                            fb = base_files[bname]
+                        for rows in _row_chunks(shape, chunk_elems):
+                            u = _read(fu, name, rows)
+                            out = u if fb is None else extrapolate_tensor(_read(fb, name, rows), u, alpha)
+                            writer.write(name, out)
+                            del u, out
+        copy_side_files(un.path, tmp)
+        write_provenance(tmp, "stream", plan, base.path, un.path)
+    return Path(out_dir)
