@@ -1,0 +1,108 @@
+"""Membership-inference attacks (MIA) on answer tokens, their ROC AUC, and MUSE's PrivLeak.
+
+Every attack maps one scored sample to a **membership score, oriented so that higher = more likely a member**
+(e.g. −loss). AUC convention used throughout unlearnkit: members = the forget set (positives, label 1),
+non-members = the holdout set (label 0), `AUC = sklearn.metrics.roc_auc_score(labels, scores)`
+= P(score(member) > score(non-member)) + ½ P(tie). A model that still memorises the forget set has AUC → 1;
+the retain oracle (never saw either set) sits near 0.5.
+
+Inputs are per-token answer log-probs (the `token_logprobs` of `SequenceLogprobs` restricted to the mask),
+per-token mean/std of the vocabulary log-probs (min-k%++), length-normalised log-likelihoods, answer texts.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from .result import MetricResult
+
+
+def _k_count(n: int, k: float) -> int:
+    if not 0 < k <= 1:
+        raise ValueError(f"k={k}: the fraction of lowest tokens must be in (0, 1]")
+    return max(1, int(n * k))
+
+
+def loss_scores(mean_lps: Sequence[float]) -> np.ndarray:
+    """LOSS attack (Yeom et al. 2018): score = −(mean answer-token NLL) = mean log p."""
+    return np.asarray(mean_lps, dtype=np.float64)
+
+
+def zlib_scores(mean_lps: Sequence[float], texts: Sequence[str]) -> np.ndarray:
+    """zlib attack (Carlini et al. 2021, "Extracting Training Data from LLMs" §6.1): loss / zlib entropy,
+    zlib entropy = len(zlib.compress(text.encode("utf-8"))) in bytes (open-unlearning `mia_zlib` uses the same).
+    Score = −(mean NLL) / zlib_bytes(answer text)."""
+    if len(mean_lps) != len(texts):
+        raise ValueError(f"zlib_scores: {len(mean_lps)} scores but {len(texts)} texts")
+    z = np.asarray([len(zlib.compress(t.encode("utf-8"))) for t in texts], dtype=np.float64)
+    return np.asarray(mean_lps, dtype=np.float64) / z
+
+
+def min_k_scores(token_lps: Sequence[Sequence[float]], k: float = 0.4) -> np.ndarray:
+    """Min-k% Prob (Shi et al. 2024, "Detecting Pretraining Data from LLMs"): mean of the k% lowest answer-token
+    log-probs, k% = max(1, floor(n·k)) tokens (open-unlearning's count; its default k = 0.4, the paper's 0.2)."""
+    out = []
+    for lp in token_lps:
+        lp = np.sort(np.asarray(lp, dtype=np.float64))
+        out.append(lp[: _k_count(len(lp), k)].mean())
+    return np.asarray(out)
+
+
+def min_k_plus_plus_scores(token_lps: Sequence[Sequence[float]], mus: Sequence[Sequence[float]],
+                           sigmas: Sequence[Sequence[float]], k: float = 0.4) -> np.ndarray:
+    """Min-k%++ (Zhang et al. 2024, "Min-K%++: Improved Baseline for Detecting Pre-Training Data from LLMs"):
+    per token z_t = (log p(x_t|x_<t) − μ_t) / σ_t with μ_t = E_{z∼p(·|x_<t)}[log p(z|x_<t)] and
+    σ_t² = E[(log p(z|x_<t))²] − μ_t² over the full vocabulary; score = mean of the k% lowest z_t (same count
+    rule as `min_k_scores`). σ_t is floored at 1e-12 (a one-hot next-token distribution)."""
+    out = []
+    for lp, mu, sd in zip(token_lps, mus, sigmas, strict=True):
+        z = (np.asarray(lp, np.float64) - np.asarray(mu, np.float64)) / np.maximum(np.asarray(sd, np.float64), 1e-12)
+        z = np.sort(z)
+        out.append(z[: _k_count(len(z), k)].mean())
+    return np.asarray(out)
+
+
+def reference_scores(mean_lps: Sequence[float], ref_mean_lps: Sequence[float], mode: str = "ratio") -> np.ndarray:
+    """Reference-model attack (Carlini et al. 2021 §6.1 "comparing to other neural language models"):
+    `mode="ratio"`: score = −loss_model / loss_ref (ratio of log-perplexities, the paper's form);
+    `mode="difference"`: score = −(loss_model − loss_ref) (the calibrated form open-unlearning's `mia_reference`
+    and Mireshghallah et al. 2022 use). Losses are mean answer-token NLLs."""
+    loss = -np.asarray(mean_lps, dtype=np.float64)
+    ref = -np.asarray(ref_mean_lps, dtype=np.float64)
+    if mode == "ratio":
+        return -loss / np.maximum(ref, 1e-12)
+    if mode == "difference":
+        return -(loss - ref)
+    raise ValueError(f"mode={mode!r}: expected 'ratio' or 'difference'")
+
+
+def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float], name: str = "mia") -> MetricResult:
+    """ROC AUC of membership scores (`sklearn.metrics.roc_auc_score`): members (forget) label 1, non-members
+    (holdout) label 0; ties count ½. `per_item` holds members' then non-members' scores."""
+    m = np.asarray(member_scores, dtype=np.float64)
+    h = np.asarray(nonmember_scores, dtype=np.float64)
+    if m.size == 0 or h.size == 0:
+        raise ValueError(f"roc_auc({name}): need members and non-members, got {m.size} and {h.size}")
+    labels = np.r_[np.ones(m.size), np.zeros(h.size)]
+    scores = np.r_[m, h]
+    return MetricResult(float(roc_auc_score(labels, scores)), f"{name}_auc[members=forget,label=1]", int(labels.size),
+                        scores.tolist(), extra={"n_members": int(m.size), "n_nonmembers": int(h.size)})
+
+
+def privleak(auc_unlearned: float, auc_oracle: float = 0.5) -> MetricResult:
+    """PrivLeak (Shi et al. 2024, MUSE, arXiv 2407.06460 §3): (AUC_unl − AUC_retrain) / AUC_retrain × 100.
+
+    MUSE computes its AUC with the forget set as the *low-score* class (its well-trained target model gets
+    PrivLeak ≈ −100 %). In unlearnkit's orientation (members = forget score higher, `roc_auc`) MUSE's AUC is
+    1 − AUC, so PrivLeak = ((1−AUC_unl) − (1−AUC_oracle)) / (1−AUC_oracle) × 100 — identical to open-unlearning's
+    `privleak`. 0 = like the oracle; strongly negative = under-unlearned (forget set still recognisable);
+    positive = over-unlearned. `auc_oracle=0.5` (no oracle) is open-unlearning's fallback.
+    """
+    a_un, a_or = 1.0 - float(auc_unlearned), 1.0 - float(auc_oracle)
+    if a_or <= 0:
+        raise ValueError(f"privleak: oracle AUC {auc_oracle} leaves a zero denominator (1 − AUC = {a_or})")
+    return MetricResult((a_un - a_or) / a_or * 100.0, "privleak_muse_pct: ((1-AUC)-(1-AUC_oracle))/(1-AUC_oracle)*100",
+                        1, extra={"auc": float(auc_unlearned), "auc_oracle": float(auc_oracle)})

@@ -1,0 +1,147 @@
+"""Batched teacher-forced scoring of QA records: one padded forward per batch, every number from it.
+
+`score_records` encodes each record's answer, paraphrased answer and perturbed answers, keeps all sequences of
+one question in the same batch (so truth-ratio terms come from one forward), sorts questions by length to cut
+padding, and from each forward keeps, per answer token: log p(label) (through `sequence_logprobs`, the single
+owner of the shift and mask), whether the argmax equals the label (exact memorisation, extraction strength),
+and optionally the mean/std of the vocabulary log-probs under the next-token distribution (min-k%++).
+Everything downstream (`tofu_metrics`, `mia`, `memorization`) is pure arithmetic on these `TokenScores`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..data.collate import IGNORE, PromptFormat, encode_qa, pad_batch
+from ..data.records import QARecord
+from ..logprobs import sequence_logprobs
+
+FIELDS = ("answer", "paraphrased", "perturbed")
+
+
+@dataclass
+class TokenScores:
+    """Per answer token of one sequence: log p(label), argmax == label, and (optional) vocab log-prob mean/std."""
+
+    logprobs: np.ndarray
+    hits: np.ndarray
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.logprobs.size)
+
+    @property
+    def mean_lp(self) -> float:
+        """Length-normalised log-likelihood (1/|a|) Σ_t log p(a_t): −mean NLL, the TOFU quantity."""
+        return float(self.logprobs.mean()) if self.logprobs.size else float("nan")
+
+
+@dataclass
+class RecordScores:
+    answer: TokenScores | None = None
+    paraphrased: TokenScores | None = None
+    perturbed: list[TokenScores] = field(default_factory=list)
+
+
+def encode_feature(tokenizer, question: str, answer: str, fmt: PromptFormat) -> dict:
+    enc = encode_qa(tokenizer, question, answer, fmt)
+    if all(l == IGNORE for l in enc.labels):
+        raise ValueError(f"question {question[:60]!r}: no answer token left after truncation to "
+                         f"max_length={fmt.max_length}; raise PromptFormat.max_length")
+    return {"input_ids": enc.input_ids, "labels": enc.labels}
+
+
+def _pack(groups: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of sequence indices; a group (one question's sequences) is never split; longest groups first."""
+    order = sorted(range(len(groups)), key=lambda g: -max((lengths[i] for i in groups[g]), default=0))
+    batches, cur = [], []
+    for g in order:
+        if cur and len(cur) + len(groups[g]) > batch_size:
+            batches.append(cur)
+            cur = []
+        cur = cur + list(groups[g])
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+@torch.no_grad()
+def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int = 32,
+                   groups: Sequence[Sequence[int]] | None = None, token_stats: bool = False) -> list[TokenScores]:
+    """Score pre-encoded sequences (`input_ids`, `labels`) in right-padded batches of ≤ `batch_size` sequences
+    (a group larger than that gets its own batch). Returns one `TokenScores` per feature, in input order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be ≥ 1")
+    groups = [[i] for i in range(len(features))] if groups is None else groups
+    lengths = [len(f["input_ids"]) for f in features]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[TokenScores | None] = [None] * len(features)
+    try:
+        for idx in _pack(groups, lengths, batch_size):
+            batch = pad_batch([features[i] for i in idx], pad_id, "right")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            slp, outputs = sequence_logprobs(model, batch, return_outputs=True)
+            mask = slp.mask
+            sel = outputs.logits[:, :-1][mask].float()  # (N, V): only answer positions
+            labels = batch["labels"][:, 1:][mask]
+            hits = (sel.argmax(-1) == labels).cpu().numpy()
+            lps = slp.token_logprobs[mask].double().cpu().numpy()
+            mu = sigma = None
+            if token_stats:
+                logp = torch.log_softmax(sel, dim=-1)
+                p = logp.exp()
+                m = (p * logp).sum(-1)
+                var = (p * logp.square()).sum(-1) - m.square()
+                mu, sigma = m.double().cpu().numpy(), var.clamp(min=0).sqrt().double().cpu().numpy()
+            counts = mask.sum(-1).tolist()
+            start = 0
+            for i, c in zip(idx, counts):
+                s = slice(start, start + c)
+                out[i] = TokenScores(lps[s], hits[s], None if mu is None else mu[s], None if sigma is None else sigma[s])
+                start += c
+    finally:
+        if was_training:
+            model.train()
+    return out  # type: ignore[return-value]
+
+
+def score_records(model, tokenizer, records: Sequence[QARecord], fmt: PromptFormat | None = None, *,
+                  fields: Sequence[str] = FIELDS, batch_size: int = 32, token_stats: bool = False) -> list[RecordScores]:
+    """Teacher-forced scores of each record's `answer`, `paraphrased_answer` and `perturbed_answers`
+    (whichever of `fields` the record has), all sequences of one record in one batch."""
+    bad = set(fields) - set(FIELDS)
+    if bad:
+        raise ValueError(f"fields={list(fields)}: unknown {sorted(bad)}; available: {FIELDS}")
+    fmt = fmt or PromptFormat()
+    feats: list[dict] = []
+    groups: list[list[int]] = []
+    slots: list[tuple[int, str]] = []  # (record index, field) per feature
+    for r_i, rec in enumerate(records):
+        texts: list[tuple[str, str]] = []
+        if "answer" in fields:
+            texts.append(("answer", rec.answer))
+        if "paraphrased" in fields and rec.paraphrased_answer is not None:
+            texts.append(("paraphrased", rec.paraphrased_answer))
+        if "perturbed" in fields:
+            texts.extend(("perturbed", t) for t in rec.perturbed_answers or [])
+        grp = []
+        for name, text in texts:
+            grp.append(len(feats))
+            feats.append(encode_feature(tokenizer, rec.question, text, fmt))
+            slots.append((r_i, name))
+        groups.append(grp)
+    scores = score_features(model, feats, tokenizer.pad_token_id, batch_size, groups, token_stats)
+    out = [RecordScores() for _ in records]
+    for (r_i, name), sc in zip(slots, scores):
+        if name == "perturbed":
+            out[r_i].perturbed.append(sc)
+        else:
+            setattr(out[r_i], name, sc)
+    return out

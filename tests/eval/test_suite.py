@@ -1,0 +1,75 @@
+"""The TOFU and related-knowledge suites on the tiny model and a small TOFU slice; errors and warnings."""
+import json
+
+import pytest
+
+from unlearnkit.data import PromptFormat, QARecord
+from unlearnkit.eval import OracleStatsMissing, evaluate_run, format_summary, run_related, run_tofu
+from unlearnkit.eval.tofu import load_tofu_sets
+
+FMT = PromptFormat(template="plain", max_length=384)
+FAST = dict(limit=3, max_new_tokens=4, batch_size=16)
+TOFU_KEYS = {f"{s}/{m}" for s in ("forget", "retain", "real_authors", "world_facts")
+             for m in ("probability", "rouge_l_recall", "truth_ratio")} | {
+    "forget/exact_memorization", "forget/extraction_strength", "forget_quality", "model_utility",
+    "mia/loss", "mia/zlib", "mia/min_k", "mia/min_k_plus_plus", "privleak"}
+
+
+def test_oracle_stats_then_full_suite(tmp_path, tiny_model, tiny_tokenizer, tofu_dir):
+    oracle_dir, run_dir = tmp_path / "oracle", tmp_path / "run"
+    oracle_dir.mkdir(), run_dir.mkdir()
+    with pytest.warns(UserWarning, match="privleak"):
+        evaluate_run(oracle_dir, "tofu", "forget01", model=tiny_model, tokenizer=tiny_tokenizer, fmt=FMT,
+                     save_oracle_stats=True, source=tofu_dir, **FAST)
+    stats = json.loads((oracle_dir / "eval" / "oracle_stats.json").read_text())
+    assert stats["forget"] == "forget01" and len(stats["truth_ratios"]) == 3 and stats["mia_min_k_auc"] is not None
+
+    metrics = evaluate_run(run_dir, "tofu", "forget01", model=tiny_model, tokenizer=tiny_tokenizer, fmt=FMT,
+                           oracle_stats=oracle_dir, source=tofu_dir, **FAST)
+    written = json.loads((run_dir / "eval" / "tofu.json").read_text())
+    assert written["metrics"] == metrics and written["suite"] == "tofu"
+    assert set(metrics) == TOFU_KEYS
+    for name, m in metrics.items():
+        assert m["definition"] and m["n"] >= 1 and set(m) >= {"value", "definition", "n"}, name
+    assert metrics["forget/probability"]["n"] == 3 and metrics["model_utility"]["n"] == 9
+    assert metrics["forget_quality"]["value"] == pytest.approx(1.0)  # same model as its own oracle
+    assert metrics["privleak"]["value"] == pytest.approx(0.0)
+    table = format_summary(metrics)
+    assert "forget_quality" in table and "model_utility" in table
+
+
+def test_forget_quality_without_oracle_says_how(tiny_model, tiny_tokenizer):
+    with pytest.raises(OracleStatsMissing, match="save_oracle_stats=true"):
+        run_tofu(tiny_model, tiny_tokenizer, "forget01", None, FMT, records={})
+
+
+def test_oracle_stats_must_match_variant(tmp_path, tiny_model, tiny_tokenizer):
+    from unlearnkit.eval import OracleStats
+
+    stats = OracleStats("forget01", "arithmetic", [1.0, 2.0])
+    with pytest.raises(ValueError, match="same variant"):
+        run_tofu(tiny_model, tiny_tokenizer, "forget01", stats, FMT, records={})
+    with pytest.raises(ValueError, match="forget05"):
+        run_tofu(tiny_model, tiny_tokenizer, "forget05", OracleStats("forget01", "geometric", [1.0]), FMT, records={})
+
+
+def test_set_without_perturbed_answers_warns_and_skips(tiny_model, tiny_tokenizer):
+    recs = {"retain": [QARecord("Who wrote it?", "Alia wrote it."), QARecord("Where?", "In Rome.")]}
+    with pytest.warns(UserWarning, match="'retain'.*truth ratio is skipped"):
+        res = run_tofu(tiny_model, tiny_tokenizer, records=recs, sets=("retain",), fmt=FMT, forget_quality=False,
+                       mia_attacks=False, max_new_tokens=3)
+    assert "retain/truth_ratio" not in res.metrics and "retain/probability" in res.metrics
+
+
+def test_retain_limit_and_holdout(tofu_dir):
+    sets = load_tofu_sets("forget01", retain_limit=400, source=tofu_dir)
+    assert len(sets["retain"]) == 400 and len(sets["forget"]) == 40 and len(sets["holdout"]) == 40
+    assert len(sets["real_authors"]) == 100 and len(sets["world_facts"]) == 117
+
+
+def test_related_probe_reports_kinds_separately(tiny_model, tiny_tokenizer, people):
+    res = run_related(tiny_model, tiny_tokenizer, people, [18, 19], FMT, max_new_tokens=3)
+    for kind in ("target", "related", "multihop", "unrelated"):
+        for m in ("probability", "rouge_l_recall", "truth_ratio"):
+            assert f"{kind}/{m}" in res
+    assert res["target/probability"].n == 6  # 3 linked categories x 2 people
