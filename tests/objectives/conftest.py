@@ -35,6 +35,12 @@ def collate(ds, tokenizer, side="right", order=None):
 
 
 @pytest.fixture(scope="session")
+def collate_fn(tiny_tokenizer):
+    """collate_fn(dataset, side="right", order=None) -> padded batch dict."""
+    return lambda ds, side="right", order=None: collate(ds, tiny_tokenizer, side, order)
+
+
+@pytest.fixture(scope="session")
 def batch(datasets, tiny_tokenizer) -> UnlearnBatch:
     return UnlearnBatch(**{k: collate(ds, tiny_tokenizer) for k, ds in datasets.items()})
 
