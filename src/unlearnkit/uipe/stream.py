@@ -150,9 +150,31 @@ def write_provenance(dst: Path, backend: str, plan: AlphaPlan, base, unlearned, 
     (dst / PROVENANCE_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    import torch
+
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def extrapolate_stream(base_dir: str | Path, unlearned_dir: str | Path, out_dir: str | Path, plan: AlphaPlan,
-                       overwrite: bool = False, chunk_elems: int = CHUNK_ELEMS, fsync: bool = True) -> Path:
+                       overwrite: bool = False, chunk_elems: int = CHUNK_ELEMS, fsync: bool = True,
+                       threads: int | None = 1) -> Path:
     """Write θ_uipe for two safetensors checkpoint dirs to `out_dir` (atomic); returns `out_dir`.
+
+    `threads`: torch intra-op threads while streaming (restored afterwards; None leaves torch's
+    setting). One is the default because the fused kernel is memory-bound: one core does ≈1.5 G
+    bf16 elements/s, faster than the disk, while extra threads only add synchronisation, which on a
+    loaded machine costs ≈20 ms per kernel call (measured: 8M-element lerp, 2 threads on 2 busy
+    cores 22 ms vs 5 ms on one thread; 64k elements 19 ms vs 0.02 ms).
 
     Raises `CheckpointMismatchError` (naming the tensor) before writing anything if names, shapes or
     dtypes differ, and `ValueError` if a selection / group pattern decides no tensor.
@@ -164,7 +186,8 @@ def extrapolate_stream(base_dir: str | Path, unlearned_dir: str | Path, out_dir:
     base, un = Checkpoint(base_dir), Checkpoint(unlearned_dir)
     check_matching(base.specs, un.specs, f"base ({base.path})", f"unlearned ({un.path})")
     alphas = plan.assign(un.specs)
-    with atomic_output_dir(out_dir, overwrite, protect=(base.path, un.path)) as tmp, contextlib.ExitStack() as stack:
+    with atomic_output_dir(out_dir, overwrite, protect=(base.path, un.path)) as tmp, contextlib.ExitStack() as stack, \
+            _torch_threads(threads):
         base_files = {}
         for fname in un.files:
             with safe_open(un.path / fname, "pt") as fu:
