@@ -14,7 +14,7 @@ OVERRIDES = {"rmu": {"layer": 1}}
 
 def forget_loglik(model, forget):
     with torch.no_grad():
-        return sequence_logprobs(model.eval(), forget).sum.sum().item()
+        return sequence_logprobs(model.eval(), forget).sum  # (B,) log π(y|x) per forget answer
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
@@ -37,5 +37,5 @@ def test_objective_trains_and_forgets(name, theta_ini, batch):
         opt.step()
 
     after = forget_loglik(theta_ini, batch.forget)
-    assert after < before, f"{name}: forget log-likelihood {before:.3f} -> {after:.3f}"
+    assert (after < before).all(), f"{name}: forget log-likelihoods {before.tolist()} -> {after.tolist()}"
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before_params, theta_ini.parameters()))

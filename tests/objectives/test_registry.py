@@ -108,3 +108,14 @@ def test_missing_inputs_refused_per_objective(name):
 def test_batch_type_checked():
     with pytest.raises(TypeError, match="UnlearnBatch"):
         build_objective("ga").loss(None, {"forget": {}}, None)
+
+
+@pytest.mark.parametrize("name", ["grad_diff", "rmu", "wtnpo"])
+def test_configs_load_through_the_project_config_loader(name):
+    """The Config dataclasses (presets included) work with unlearnkit.config (YAML + key=value overrides)."""
+    from unlearnkit.config import ConfigError, load_config
+
+    cfg = load_config(OBJECTIVES.get(name).Config, overrides=["retain_weight=2.5"])
+    assert build_objective(name, cfg).config.retain_weight == 2.5
+    with pytest.raises(ConfigError):
+        load_config(OBJECTIVES.get(name).Config, overrides=["bogus=1"])

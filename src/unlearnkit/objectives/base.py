@@ -8,6 +8,7 @@ A subclass only writes `forget_loss` (calling the pure tensor functions of its m
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
@@ -155,8 +156,6 @@ class Objective:
 
 def make_config(config_cls: type[ObjectiveConfig], values: Mapping[str, Any], owner: str = "") -> ObjectiveConfig:
     """`config_cls(**values)`, refusing unknown keys with the closest known one."""
-    import difflib
-
     known = [f.name for f in fields(config_cls)]
     unknown = [k for k in values if k not in known]
     if unknown:
