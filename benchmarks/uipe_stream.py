@@ -9,7 +9,8 @@ Baseline (the IO the job cannot avoid, with no arithmetic): for every shard, rea
 16 MB blocks and discard it, `shutil.copyfile` θ_un's shard to the output, fsync the output, i.e.
 read two checkpoints and write one, durably. Streaming UIPE (`extrapolate_stream`, α = 0.5) does the
 same IO plus the fp32 arithmetic, and also fsyncs every shard. Both run from a warm page cache
-(the inputs were just written), each in its own subprocess so that its VmHWM is that measurement's
+(the inputs were just written; `os.sync()` before each measurement so that neither pays for
+another's writeback), each in its own subprocess so that its VmHWM is that measurement's
 peak RSS (which includes ≈ the Python + torch import footprint, reported separately).
 
 Reported: throughput ratio = baseline time / streaming time (target ≥ 0.5) and the streaming peak
@@ -185,8 +186,10 @@ def main() -> None:
         print(f"checkpoints: 2 x {total / 1e9:.2f} GB bf16, {len(shapes)} tensors in {n_shards} shards, "
               f"largest tensor {largest / 1e6:.0f} MB (made in {time.perf_counter() - t:.0f} s)")
         print(f"cpus: {os.cpu_count()}, streaming with 1 torch thread (extrapolate_stream default), load average: {os.getloadavg()[0]:.1f}")
+        os.sync()  # flush the freshly written inputs first, so their writeback does not slow the baseline
         copy = run_child("copy", root / "base", root / "un", root / "out-copy")
         shutil.rmtree(root / "out-copy")
+        os.sync()
         stream = run_child("stream", root / "base", root / "un", root / "out-uipe")
         verify(root / "base", root / "un", root / "out-uipe")
         gb = total / 1e9

@@ -61,3 +61,25 @@ def test_save_tensors(tmp_path):
     t = {"x": torch.randn(4, 4).bfloat16()}
     with safe_open(save_tensors(tmp_path / "y.safetensors", t), "pt") as f:
         assert torch.equal(f.get_tensor("x"), t["x"])
+
+
+def test_reader_rows_match_safe_open(tmp_path):
+    from safetensors.torch import save_file
+
+    from unlearnkit.uipe.safetensors_io import SafetensorsReader
+
+    g = torch.Generator().manual_seed(0)
+    t = {"a": torch.randn(9, 4, generator=g).bfloat16(), "s": torch.tensor(2.0), "i": torch.arange(5)}
+    save_file(t, str(tmp_path / "x.safetensors"), metadata={"format": "pt"})
+    with SafetensorsReader(tmp_path / "x.safetensors") as r, safe_open(tmp_path / "x.safetensors", "pt") as f:
+        assert r.metadata == {"format": "pt"} and r.order == list(f.offset_keys())
+        assert r.specs["a"] == ("BF16", (9, 4))
+        for k in t:
+            assert torch.equal(r.read(k), t[k]) and r.read(k).dtype == t[k].dtype
+        assert torch.equal(r.read("a", 2, 7), f.get_slice("a")[2:7])
+    (tmp_path / "bad.safetensors").write_bytes((tmp_path / "x.safetensors").read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        SafetensorsReader(tmp_path / "bad.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        SafetensorsReader(tmp_path / "junk.safetensors")

@@ -2,7 +2,7 @@
 from .extrapolate import (extrapolate, extrapolate_checkpoint, extrapolate_module, extrapolate_state_dict)
 from .lora import extrapolate_lora, is_adapter_dir
 from .plan import AlphaPlan, layer_pattern
-from .safetensors_writer import SafetensorsWriter, save_tensors
+from .safetensors_io import SafetensorsWriter, save_tensors
 from .stream import extrapolate_stream
 from .tensors import CheckpointMismatchError, extrapolate_tensor
 

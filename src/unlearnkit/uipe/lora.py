@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .plan import AlphaPlan
-from .safetensors_writer import SafetensorsWriter, save_tensors
+from .safetensors_io import SafetensorsWriter, save_tensors
 from .stream import atomic_output_dir, copy_side_files, write_provenance
 
 ADAPTER_CONFIG = "adapter_config.json"

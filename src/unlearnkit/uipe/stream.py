@@ -2,10 +2,10 @@
 single `model.safetensors`), in memory bounded by a chunk, not by a shard or a model.
 
 For each shard of θ_un, in θ_un's own sharding and tensor order: each tensor is read in row chunks
-of at most `chunk_elems` elements through `safetensors.safe_open(...).get_slice`, together with the
-same rows of θ_ini, combined by `extrapolate_tensor` (fp32 arithmetic, original dtype out) and
-appended to the output shard by `SafetensorsWriter`. So at most three chunks (θ_ini, θ_un, result)
-are alive at once, whatever the size of the largest tensor or shard. Tensors whose α is 0 (not
+of at most `chunk_elems` elements (`SafetensorsReader`: plain reads, no memory map; see
+`safetensors_io.py` for why not `safe_open`), together with the same rows of θ_ini, combined by
+`extrapolate_tensor` (fp32 arithmetic, original dtype out) and appended to the output shard by
+`SafetensorsWriter`. So at most three chunks (θ_ini, θ_un, result) are alive at once, whatever the size of the largest tensor or shard. Tensors whose α is 0 (not
 selected, or α = 0) and integer tensors are copied from θ_un byte for byte.
 
 Atomicity: each shard is written to a hidden partial file and renamed; the whole output is built
@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from .plan import AlphaPlan
-from .safetensors_writer import TORCH_DTYPES, SafetensorsWriter
+from .safetensors_io import TORCH_DTYPES, SafetensorsReader, SafetensorsWriter
 from .tensors import check_matching, extrapolate_tensor
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -46,8 +46,6 @@ class Checkpoint:
     """The safetensors files of one checkpoint dir: tensor name → (file, dtype, shape)."""
 
     def __init__(self, path: str | Path):
-        from safetensors import safe_open
-
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"{self.path}: checkpoint directory does not exist")
@@ -68,11 +66,12 @@ class Checkpoint:
             fpath = self.path / fname
             if not fpath.is_file():
                 raise FileNotFoundError(f"{fpath}: listed in {index} but missing")
-            with safe_open(fpath, "pt") as f:
-                self.order[fname] = list(f.offset_keys())
-                for name in self.order[fname]:
-                    sl = f.get_slice(name)
-                    self.specs[name] = (sl.get_dtype(), tuple(sl.get_shape()))
+            with SafetensorsReader(fpath) as r:
+                self.order[fname] = r.order
+                for name in r.order:
+                    if name in self.file_of:
+                        raise ValueError(f"{self.path}: tensor {name!r} is in both {self.file_of[name]} and {fname}")
+                    self.specs[name] = r.specs[name]
                     self.file_of[name] = fname
         if weight_map is not None:
             for name, fname in weight_map.items():
@@ -94,8 +93,8 @@ def _row_chunks(shape: tuple[int, ...], chunk_elems: int):
         yield start, min(start + step, shape[0])
 
 
-def _read(f, name: str, rows):
-    return f.get_tensor(name) if rows is None else f.get_slice(name)[rows[0]:rows[1]]
+def _read(r: SafetensorsReader, name: str, rows):
+    return r.read(name) if rows is None else r.read(name, *rows)
 
 
 def copy_side_files(src: Path, dst: Path, skip: set[str] = frozenset()) -> list[str]:
@@ -179,8 +178,6 @@ def extrapolate_stream(base_dir: str | Path, unlearned_dir: str | Path, out_dir:
     Raises `CheckpointMismatchError` (naming the tensor) before writing anything if names, shapes or
     dtypes differ, and `ValueError` if a selection / group pattern decides no tensor.
     """
-    from safetensors import safe_open
-
     if chunk_elems < 1:
         raise ValueError(f"chunk_elems={chunk_elems}: must be >= 1")
     base, un = Checkpoint(base_dir), Checkpoint(unlearned_dir)
@@ -190,19 +187,19 @@ def extrapolate_stream(base_dir: str | Path, unlearned_dir: str | Path, out_dir:
             _torch_threads(threads):
         base_files = {}
         for fname in un.files:
-            with safe_open(un.path / fname, "pt") as fu:
+            with SafetensorsReader(un.path / fname) as fu:
                 entries = [(n, *un.specs[n]) for n in un.order[fname]]
-                with SafetensorsWriter(tmp / fname, entries, metadata=fu.metadata(), fsync=fsync) as writer:
+                with SafetensorsWriter(tmp / fname, entries, metadata=fu.metadata, fsync=fsync) as writer:
                     for name in un.order[fname]:
                         dtype, shape = un.specs[name]
-                        alpha = alphas[name] if dtype in _FLOAT_DTYPES else 0.0
                         if dtype not in TORCH_DTYPES:
                             raise ValueError(f"tensor {name!r}: dtype {dtype} is not supported by this torch build")
+                        alpha = alphas[name] if dtype in _FLOAT_DTYPES else 0.0
                         fb = None
                         if alpha != 0:
                             bname = base.file_of[name]
                             if bname not in base_files:
-                                base_files[bname] = stack.enter_context(safe_open(base.path / bname, "pt"))
+                                base_files[bname] = stack.enter_context(SafetensorsReader(base.path / bname))
                             fb = base_files[bname]
                         for rows in _row_chunks(shape, chunk_elems):
                             u = _read(fu, name, rows)
