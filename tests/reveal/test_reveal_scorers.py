@@ -33,6 +33,7 @@ def test_entity_scorer_mentions_facts_and_confidence():
 
 
 def test_toxicity_scorer_offline():
+    pytest.importorskip("profanity_check", reason="alt-profanity-check is the optional 'toxicity' extra")
     s = get_scorer("toxicity")
     rude, neutral = s(["You are a worthless fucking idiot, shut your stupid mouth.",
                        "Thank you for helping me plant the tomatoes this morning."])
