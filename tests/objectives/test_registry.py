@@ -63,6 +63,12 @@ def test_every_field_has_help(name):
         assert f.metadata.get("help"), f"{name}: field {f.name} has no help string"
 
 
+def test_hyperparameters_listing():
+    listed = {name: (default, help) for name, default, help in OBJECTIVES.get("npo").hyperparameters()}
+    assert listed["beta"][0] == 0.1 and "β" in listed["beta"][1]
+    assert set(listed) == {"forget_weight", "retain", "retain_weight", "beta"}
+
+
 def test_presets_share_code_and_change_defaults():
     gd, kl, wtnpo = (OBJECTIVES.get(n) for n in ("grad_diff", "kl", "wtnpo"))
     assert issubclass(gd, GradientAscent) and issubclass(kl, GradientAscent)

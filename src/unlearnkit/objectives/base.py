@@ -98,6 +98,11 @@ class Objective:
                             f"got {type(config).__name__}")
         self.config = config
 
+    @classmethod
+    def hyperparameters(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, help) of every field of `Config`, for CLI help and docs."""
+        return [(f.name, f.default, f.metadata.get("help", "")) for f in fields(cls.Config)]
+
     # -- what the trainer must provide -------------------------------------------------------------
     @property
     def needs_retain(self) -> bool:

@@ -39,7 +39,7 @@ def wga_weights(token_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
 def tnpo_weights(token_logprobs: torch.Tensor, ref_token_logprobs: torch.Tensor, beta: float,
                  alpha: float = 0.0, eps: float = 1e-5) -> torch.Tensor:
     """w = 2 p^(β+α) / (p^β + p_ref^β + ε), detached; α = 0 is TNPO, α > 0 WTNPO."""
-    lp, ref = token_logprobs.detach().double(), ref_token_logprobs.detach().double()
+    lp, ref = token_logprobs.detach().float(), ref_token_logprobs.detach().float()
     if eps == 0:
         w = 2.0 * torch.sigmoid(beta * (lp - ref))
     else:
