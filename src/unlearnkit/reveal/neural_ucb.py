@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from .bandits import BanditPolicy, as_contexts
 
