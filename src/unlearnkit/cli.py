@@ -1,0 +1,70 @@
+"""The `unlearnkit` command. Thin: it parses `key=value` overrides and a YAML file, then calls a module.
+
+    unlearnkit finetune model=tiny data=synthetic:train,people=200 run=runs/target
+    unlearnkit info model=default data=tofu:forget01
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="unlearnkit: LLM unlearning — objectives, TOFU metrics, UIPE, G-effect, Reveal-and-Release.")
+
+Overrides = typer.Argument(None, help="key=value settings (override the YAML file)")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with settings")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def finetune(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
+    """Fine-tune a target model (or a retain oracle, with a retain data spec)."""
+    from .config import ConfigError, load_config
+    from .data.records import DataError
+    from .train.finetune import FinetuneConfig, finetune as run_finetune
+
+    _setup_logging()
+    try:
+        cfg = load_config(FinetuneConfig, config, overrides or [])
+        summary = run_finetune(cfg)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
+def info(overrides: Optional[List[str]] = Overrides):
+    """Summarise a model (`model=…`) and/or a dataset (`data=…`)."""
+    from .info import describe
+
+    _setup_logging()
+    opts = dict(o.split("=", 1) for o in (overrides or []) if "=" in o)
+    unknown = set(opts) - {"model", "data"}
+    if unknown:
+        _fail(ValueError(f"unknown key(s) {sorted(unknown)}; info takes model=… and data=…"))
+    try:
+        typer.echo(describe(model=opts.get("model"), data=opts.get("data")))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()

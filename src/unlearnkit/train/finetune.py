@@ -1,0 +1,174 @@
+"""Fine-tuning: the *target* model (on the full data) and the *retain oracle* (on the retain split only).
+
+Forget quality compares an unlearned model with an oracle that never saw the forget data, so both are
+trained with the same recipe here. A plain, linear path: config → model → data → Trainer → save.
+Killing a run and rerunning the same command resumes from the last complete checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+
+from ..config import to_dict
+from ..data.collate import PromptFormat, QACollator, QADataset
+from ..data.records import QARecord
+from ..data.specs import load_records
+from ..models.loading import load_model
+from ..models.lora import LoraSettings, apply_lora
+from ..models.tiny import tiny_llama, train_tokenizer
+from ..runs import RunDir, open_run, write_json
+from .checkpoints import AtomicCheckpointMixin
+from .hf_glue import JsonlLogCallback, resume_point, save_model_atomically, training_arguments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tune a causal LM on QA records (answer tokens only)."""
+
+    model: str = field(default="default", metadata={"help": "'default' (SmolLM2-135M offline), a hub id, a local dir, a .gguf file, or 'tiny' (from scratch)"})
+    data: str = field(default="synthetic:train,people=50", metadata={"help": "data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path"})
+    run: str = field(default="runs/finetune", metadata={"help": "run directory"})
+    epochs: float = field(default=5.0, metadata={"help": "training epochs"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use epochs)"})
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup: float = field(default=0.0, metadata={"help": "warm-up steps (int) or ratio of total steps (<1)"})
+    scheduler: str = field(default="linear", metadata={"help": "HF lr scheduler name"})
+    precision: str = field(default="auto", metadata={"help": "auto | fp32 | bf16 (auto: bf16 only where the hardware is fast at it)"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights (merged at the end)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "LoRA target modules"})
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: every epoch)"})
+    keep_checkpoints: int | None = field(default=2, metadata={"help": "keep only the newest N checkpoints (null: all)"})
+    logging_steps: int = field(default=10, metadata={"help": "log every N steps"})
+    max_length: int = field(default=256, metadata={"help": "truncate examples beyond this many tokens (reported)"})
+    template: str = field(default="auto", metadata={"help": "prompt template: auto | chat | plain"})
+    masking: str = field(default="exact", metadata={"help": "exact | open-unlearning (joint tokenisation, first answer token masked)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    report_to: str = field(default="none", metadata={"help": "HF report_to: none | tensorboard | wandb"})
+    recall_before: bool = field(default=False, metadata={"help": "measure exact-match recall before training too"})
+    recall_max: int = field(default=0, metadata={"help": "measure recall on at most N records (0: all, -1: skip)"})
+    tiny_hidden: int = field(default=256, metadata={"help": "model=tiny: hidden size"})
+    tiny_layers: int = field(default=4, metadata={"help": "model=tiny: layers"})
+    tiny_vocab: int = field(default=4096, metadata={"help": "model=tiny: tokenizer vocabulary size"})
+
+    def __post_init__(self):
+        for name in ("epochs", "lr", "batch_size", "grad_accum"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        PromptFormat(template=self.template, masking=self.masking)
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(template=self.template, masking=self.masking, max_length=self.max_length)
+
+
+class FinetuneTrainer(AtomicCheckpointMixin, Trainer):
+    """HF Trainer with atomic safetensors checkpoints."""
+
+
+def _tiny(cfg: FinetuneConfig, records: list[QARecord], run: RunDir):
+    """A from-scratch tiny Llama; its tokenizer is trained once on the data and kept in the run dir."""
+    from transformers import AutoTokenizer
+
+    tok_dir = run.path / "tokenizer"
+    if tok_dir.is_dir():
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+    else:
+        texts = [f"{cfg.prompt_format.plain_prompt.format(question=r.question)} {r.answer}" for r in records]
+        texts += [t for r in records for t in ([r.paraphrased_answer] if r.paraphrased_answer else []) + (r.perturbed_answers or [])]
+        tok = train_tokenizer(texts, vocab_size=cfg.tiny_vocab)
+        tok.save_pretrained(tok_dir)
+    heads = max(1, cfg.tiny_hidden // 64)
+    model = tiny_llama(len(tok), hidden=cfg.tiny_hidden, layers=cfg.tiny_layers, heads=heads,
+                       intermediate=int(cfg.tiny_hidden * 8 / 3) // 8 * 8, seed=cfg.seed,
+                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return model, tok
+
+
+def build_model(cfg: FinetuneConfig, records: list[QARecord], run: RunDir):
+    if cfg.model == "tiny":
+        return _tiny(cfg, records, run)
+    return load_model(cfg.model, dtype=torch.float32)
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Train, save `model/` in the run dir, and return a summary (also written to `finetune.json`)."""
+    run = open_run(cfg.run)
+    done = run.path / "model" / "config.json"
+    if done.is_file() and (run.path / "finetune.json").is_file():
+        import json
+
+        log.info("run %s already finished; delete it to retrain", run.path)
+        return json.loads((run.path / "finetune.json").read_text())
+    run.write_config("finetune", to_dict(cfg), seed=cfg.seed)
+    records = load_records(cfg.data)
+    model, tok = build_model(cfg, records, run)
+    fmt = cfg.prompt_format
+    if cfg.model == "tiny":
+        fmt = PromptFormat(template="plain", masking=cfg.masking, max_length=cfg.max_length)
+    dataset = QADataset(records, tok, fmt)
+    summary: dict = {"records": len(records), "truncated": dataset.n_truncated, "model": cfg.model,
+                     "parameters": sum(p.numel() for p in model.parameters())}
+    recall_records = records if cfg.recall_max == 0 else records[: max(cfg.recall_max, 0)]
+    if cfg.recall_before and recall_records:
+        from ..eval.recall import answer_recall
+
+        summary["recall_before"], _ = answer_recall(model, tok, recall_records, fmt)
+    if cfg.lora:
+        model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
+    args = training_arguments(
+        run, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+        weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler, precision=cfg.precision,
+        save_steps=cfg.save_steps, keep_checkpoints=cfg.keep_checkpoints, logging_steps=cfg.logging_steps,
+        seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps)
+    collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
+    trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                              callbacks=[JsonlLogCallback(run)])
+    resume = resume_point(run)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+        summary["resumed_from"] = str(resume)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    summary["train_seconds"] = time.time() - t0
+    summary["train_loss"] = result.training_loss
+    summary["steps"] = trainer.state.global_step
+    if cfg.lora:
+        model = model.merge_and_unload()
+    if summary["steps"] and summary["train_seconds"]:
+        summary["seconds_per_step"] = summary["train_seconds"] / max(1, summary["steps"] - _step_of(resume))
+    if recall_records:
+        from ..eval.recall import answer_recall
+
+        summary["recall_after"], _ = answer_recall(model, tok, recall_records, fmt)
+    if trainer.args.should_save:
+        save_model_atomically(model, tok, run.path / "model")
+        write_json(run.path / "finetune.json", summary)
+    return summary
+
+
+def _step_of(path: Path | None) -> int:
+    return int(path.name.split("-")[1]) if path is not None else 0
+
+
+class _DropIndex:
+    """Collate, then drop the bookkeeping `index` column the model's forward does not accept."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        batch.pop("index", None)
+        return batch

@@ -1,0 +1,97 @@
+"""The glue both training commands share with the HF Trainer: arguments, logging, final save, resume."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from ..precision import resolve_precision
+from ..runs import RunDir
+from .checkpoints import clean_staging, last_checkpoint
+
+
+def training_arguments(run: RunDir, *, epochs: float, lr: float, batch_size: int, grad_accum: int,
+                       weight_decay: float, warmup: float, scheduler: str, precision: str, save_steps: int,
+                       keep_checkpoints: int | None, logging_steps: int, seed: int, report_to: str,
+                       max_steps: int = -1, max_grad_norm: float = 1.0, optim: str = "adamw_torch") -> TrainingArguments:
+    """TrainingArguments with the run's conventions: checkpoints under `checkpoints/`, bf16 only where fast."""
+    bf16 = resolve_precision(precision) == "bf16"
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(run.checkpoints),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=lr,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        weight_decay=weight_decay,
+        warmup_steps=warmup,
+        lr_scheduler_type=scheduler,
+        max_grad_norm=max_grad_norm,
+        optim=optim,
+        bf16=bf16,
+        use_cpu=not on_gpu,
+        save_strategy="steps" if save_steps > 0 else "epoch",
+        save_steps=save_steps if save_steps > 0 else 500,
+        save_total_limit=keep_checkpoints,
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        report_to=[] if report_to in ("none", "", None) else report_to,
+        seed=seed,
+        data_seed=seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        eval_strategy="no",
+        disable_tqdm=False,
+    )
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Append every Trainer log record (loss terms, lr, grad norm) to the run's log.jsonl."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.run.log({"step": state.global_step, "epoch": state.epoch, **logs})
+
+
+class DivergenceError(RuntimeError):
+    pass
+
+
+def check_finite(loss: float, bound: float | None, step: int, last_good: Path | None) -> None:
+    """Raise `DivergenceError` when the loss is NaN/inf or beyond `bound`; the last good checkpoint is kept."""
+    bad = not math.isfinite(loss) or (bound is not None and abs(loss) > bound)
+    if bad:
+        where = f"last good checkpoint kept at {last_good}" if last_good else "no checkpoint had been written yet"
+        raise DivergenceError(f"training diverged at step {step}: loss={loss} (bound {bound}); stopped, {where}")
+
+
+def resume_point(run: RunDir) -> Path | None:
+    """Remove half-written staging checkpoints and return the last complete one, if any."""
+    clean_staging(run.checkpoints)
+    return last_checkpoint(run.checkpoints)
+
+
+def save_model_atomically(model, tokenizer, out_dir: Path) -> Path:
+    """save_pretrained (safetensors) into a temp dir, then rename into place."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

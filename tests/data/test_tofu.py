@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from unlearnkit.data import DataError, load_tofu, read_qa_jsonl, retain_split_for
+from unlearnkit.data.tofu import holdout_split_for
+
+
+@pytest.mark.parametrize("split,n", [("forget01", 40), ("forget05", 200), ("forget10", 400), ("full", 4000),
+                                     ("retain90", 3600), ("retain99", 3960), ("holdout01", 40),
+                                     ("forget01_perturbed", 40), ("retain_perturbed", 400),
+                                     ("real_authors_perturbed", 100), ("world_facts_perturbed", 117)])
+def test_official_sizes(tofu_dir, split, n):
+    assert len(load_tofu(split, source=tofu_dir)) == n
+
+
+def test_retain_is_derived_and_disjoint(tofu_dir):
+    assert retain_split_for("forget05") == "retain95" and holdout_split_for("forget10") == "holdout10"
+    full = load_tofu("full", source=tofu_dir)
+    for pct in (1, 5, 10):
+        forget = load_tofu(f"forget{pct:02d}", source=tofu_dir)
+        retain = load_tofu(retain_split_for(f"forget{pct:02d}"), source=tofu_dir)
+        assert [r.question for r in retain + forget] == [r.question for r in full]
+        assert {r.tags["author"] for r in forget} == set(range(200 - 2 * pct, 200))
+
+
+def test_perturbed_fields(tofu_dir):
+    rec = load_tofu("forget01_perturbed", source=tofu_dir)[0]
+    assert rec.paraphrased_answer and len(rec.perturbed_answers) == 5
+    mc = load_tofu("real_authors", source=tofu_dir)[0]
+    assert mc.answer == "William Shakespeare" and "William Shakespeare" not in mc.perturbed_answers
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('{"question": "q", "answer": "a"}\n{"question": "q2", "answer": \n')
+    with pytest.raises(DataError, match=r"bad\.json:2: malformed JSON"):
+        read_qa_jsonl(p)
+
+
+def test_missing_field_names_field(tmp_path):
+    p = tmp_path / "f.json"
+    p.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n" + json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(DataError, match=r"f\.json:2: missing field 'answer'"):
+        read_qa_jsonl(p)
+
+
+def test_wrong_type_and_empty(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"question": "q", "answer": "a", "perturbed_answer": "x"}) + "\n")
+    with pytest.raises(DataError, match=r"t\.json:1: field 'perturbed_answer' must be a list"):
+        read_qa_jsonl(p)
+    e = tmp_path / "empty.json"
+    e.write_text("\n")
+    with pytest.raises(DataError, match="empty"):
+        read_qa_jsonl(e)
+
+
+def test_unknown_split(tofu_dir):
+    with pytest.raises(DataError, match="unknown TOFU split 'forget02'"):
+        load_tofu("forget02", source=tofu_dir)
