@@ -1,0 +1,62 @@
+"""Fixed forget/retain slices and a briefly fine-tuned tiny θ_ini for the G-effect tests."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from unlearnkit.data import QADataset
+from unlearnkit.geffect import make_slices
+from unlearnkit.logprobs import sequence_logprobs
+from unlearnkit.models import tiny_llama
+
+
+def make_model(tokenizer, seed: int = 0, layers: int = 3):
+    return tiny_llama(len(tokenizer), hidden=32, layers=layers, heads=2, intermediate=64, seed=seed,
+                      attn_implementation="eager", pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id).eval()
+
+
+@pytest.fixture(scope="session")
+def qa(tiny_tokenizer, people, plain_format):
+    recs = people.records()
+    return {"forget": QADataset(recs[:4], tiny_tokenizer, plain_format),
+            "retain": QADataset(recs[40:44], tiny_tokenizer, plain_format)}
+
+
+@pytest.fixture(scope="session")
+def slices(qa, tiny_tokenizer):
+    return make_slices([qa["forget"][i] for i in range(4)], [qa["retain"][i] for i in range(4)],
+                       tiny_tokenizer.pad_token_id)
+
+
+@pytest.fixture(scope="session")
+def theta_ini_state(tiny_tokenizer, slices):
+    model = make_model(tiny_tokenizer).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(15):
+        loss = sum(-sequence_logprobs(model, b).mean.mean() for b in slices.forget + slices.retain)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return copy.deepcopy(model.state_dict())
+
+
+@pytest.fixture()
+def theta_ini(tiny_tokenizer, theta_ini_state):
+    model = make_model(tiny_tokenizer)
+    model.load_state_dict(theta_ini_state)
+    return model.eval()
+
+
+@pytest.fixture()
+def model_t(tiny_tokenizer, theta_ini_state):
+    """θ_ini moved a little (a stand-in unlearned checkpoint), so NPO's ratio is not exactly 1."""
+    model = make_model(tiny_tokenizer)
+    model.load_state_dict(theta_ini_state)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model.eval()
