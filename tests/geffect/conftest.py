@@ -60,3 +60,9 @@ def model_t(tiny_tokenizer, theta_ini_state):
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def new_model(tiny_tokenizer):
+    """new_model() -> a fresh 3-layer tiny Llama matching `theta_ini_state`."""
+    return lambda: make_model(tiny_tokenizer)

@@ -19,7 +19,10 @@ Modules: `groups` (parameter groups), `compute` (e_u / e_r), `instance` (per-sam
 from .compute import EMA, EvalSlices, GEffect, GEffectError, SharedForward, compute_geffect, make_slices, nll_risk
 from .groups import ParamGroups, block_group_names, parameter_groups
 from .instance import InstanceGEffects, instance_geffects, instance_weights
+from .plots import compare, plot_curves, plot_instances
+from .run import GEffectCallback, GEffectConfig, build_slices, geffect_run, read_csv
 
 __all__ = ["EMA", "EvalSlices", "GEffect", "GEffectError", "SharedForward", "compute_geffect", "make_slices",
            "nll_risk", "ParamGroups", "block_group_names", "parameter_groups", "InstanceGEffects",
-           "instance_geffects", "instance_weights"]
+           "instance_geffects", "instance_weights", "compare", "plot_curves", "plot_instances", "GEffectCallback",
+           "GEffectConfig", "build_slices", "geffect_run", "read_csv"]

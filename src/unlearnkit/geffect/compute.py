@@ -147,8 +147,13 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float64 if device.type in ("cpu", "cuda") else torch.float32
 
 
+def _up(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors are multiplied in float32; float32/float64 stay as they are."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.dot(a.reshape(-1).float(), b.reshape(-1).float()).to(dtype)
+    return torch.dot(_up(a).reshape(-1), _up(b).reshape(-1)).to(dtype)
 
 
 class _Params:

@@ -22,7 +22,7 @@ import torch
 
 from ..logprobs import logprobs_from_logits, position_ids_from_mask, sequence_logprobs
 from ..objectives import NPO, TNPO, WGA, GradientAscent, SimNPO, npo_weights, tnpo_weights, wga_weights
-from .compute import GEffectError, _GradState, _Params, nll_risk
+from .compute import GEffectError, _GradState, _Params, _up, nll_risk
 from .groups import ParamGroups, parameter_groups
 
 METHODS = ("auto", "vmap", "loop")
@@ -97,9 +97,9 @@ def _vmap_dots(model, P: _Params, batch: dict, vecs: list[list[torch.Tensor]], c
     B = batch["input_ids"].shape[0]
     out = torch.zeros(len(vecs), B, dtype=P.dtype, device=P.device)
     for k, n in enumerate(names):
-        gk = g.pop(n).reshape(B, -1).float()
+        gk = _up(g.pop(n).reshape(B, -1))
         for j, v in enumerate(vecs):
-            out[j] += (gk @ v[k].reshape(-1).float()).to(P.dtype)
+            out[j] += (gk @ _up(v[k].reshape(-1))).to(P.dtype)
     return out
 
 
@@ -114,7 +114,7 @@ def _loop_dots(model, P: _Params, batch: dict, vecs: list[list[torch.Tensor]]) -
             if gk is None:
                 continue
             for j, v in enumerate(vecs):
-                out[j, i] += torch.dot(gk.reshape(-1).float(), v[k].reshape(-1).float()).to(P.dtype)
+                out[j, i] += torch.dot(_up(gk.reshape(-1)), _up(v[k].reshape(-1))).to(P.dtype)
     return out
 
 

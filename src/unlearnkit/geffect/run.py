@@ -1,0 +1,366 @@
+"""G-effects over a run directory's checkpoints, and live during training.
+
+    geffect_run("runs/npo")     # reads runs/npo/config.yaml and runs/npo/checkpoints/step-N/
+    → runs/npo/geffect/geffect.csv     checkpoint, step, group, kind (unlearn|retain), value
+      runs/npo/geffect/instances.csv   checkpoint, step, index, unlearn, retain, weight
+      runs/npo/geffect/summary.json    settings, per-step losses/risks, params without gradient, timings
+      runs/npo/plots/geffect_*.png
+
+Everything `config.yaml` would supply (θ_ini `model`, `forget`/`retain` data specs, `method`, `params`) can
+be passed explicitly instead, so a folder of `step-N` checkpoints from anywhere can be measured. The eval
+slices are fixed: the first `n_forget` forget records and `n_retain` retain records (from `retain_offset`).
+
+Model handling: θ_ini is loaded once (eager attention, for the per-instance `torch.func` path); one working
+copy receives each checkpoint's weights in place (`load_state_dict` from its safetensors, or the LoRA adapter
+weights with `set_peft_model_state_dict`), so the model is built once per run, not per checkpoint. The
+reference log-probs of the fixed forget slice are computed once (`CachedReference`), not per checkpoint.
+
+`GEffectCallback` computes the same numbers every N optimiser steps inside an HF `Trainer` (it imports
+nothing from `unlearnkit.train`).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import TrainerCallback
+
+from ..data.collate import PromptFormat, QADataset
+from ..data.records import QARecord
+from ..objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, build_objective,
+                          precompute_token_logprobs)
+from ..runs import RunDir, atomic_write_text, write_json
+from .compute import EMA, EvalSlices, GEffect, GEffectError, compute_geffect, make_slices
+from .groups import parameter_groups
+from .instance import instance_geffects
+
+log = logging.getLogger(__name__)
+CURVE_FIELDS = ("checkpoint", "step", "group", "kind", "value")
+INSTANCE_FIELDS = ("checkpoint", "step", "index", "unlearn", "retain", "weight")
+SMOOTHING = ("none", "ema")
+IDK_ANSWER = "I don't know."
+
+
+@dataclass
+class GEffectConfig:
+    """G-effects of every checkpoint of an unlearning run (`unlearnkit geffect run=<dir>`)."""
+
+    run: str = field(default="", metadata={"help": "run directory (config.yaml + checkpoints/step-N/)"})
+    groups: str = field(default="3", metadata={"help": "decoder blocks in k equal buckets (3 = shallow/middle/deep) or 'each'"})
+    n_forget: int = field(default=16, metadata={"help": "forget records in the fixed eval slice"})
+    n_retain: int = field(default=16, metadata={"help": "retain records in the fixed eval slice"})
+    retain_offset: int = field(default=0, metadata={"help": "skip this many retain records first (the authors hold out 400)"})
+    batch_size: int = field(default=0, metadata={"help": "rows per batch (0: each slice in one batch, one shared forward)"})
+    smooth: str = field(default="none", metadata={"help": "none | ema (0.6·old + 0.4·new across checkpoints, the authors' constant)"})
+    term: str = field(default="total", metadata={"help": "L_u = the objective's 'total' loss, or its 'forget' term only"})
+    per_instance: bool = field(default=True, metadata={"help": "also compute per-sample PG-effects"})
+    instance_method: str = field(default="auto", metadata={"help": "auto | vmap | loop"})
+    plots: bool = field(default=True, metadata={"help": "write plots to <run>/plots/"})
+    method: str = field(default="", metadata={"help": "objective name (default: from config.yaml)"})
+    model: str = field(default="", metadata={"help": "θ_ini spec (default: from config.yaml)"})
+    forget: str = field(default="", metadata={"help": "forget data spec (default: from config.yaml)"})
+    retain: str = field(default="", metadata={"help": "retain data spec (default: from config.yaml)"})
+    device: str = field(default="", metadata={"help": "torch device (default: cuda if available, else cpu)"})
+
+    def __post_init__(self):
+        if self.smooth not in SMOOTHING:
+            raise ValueError(f"smooth={self.smooth!r}: expected one of {SMOOTHING}")
+        for name in ("n_forget", "n_retain"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.batch_size < 0 or self.retain_offset < 0:
+            raise ValueError("batch_size and retain_offset must be >= 0")
+
+
+def parse_groups(groups: int | str) -> int | str:
+    if isinstance(groups, int) or groups == "each":
+        return groups
+    if isinstance(groups, str) and groups.isdigit():
+        return int(groups)
+    raise ValueError(f"groups={groups!r}: expected a number of block buckets (e.g. 3) or 'each'")
+
+
+def _step_of(path: Path, fallback: int) -> int:
+    m = re.search(r"(\d+)$", Path(path).name)
+    return int(m.group(1)) if m else fallback
+
+
+def resolve_checkpoints(run_dir: str | Path, checkpoints: Sequence[str | Path] | None = None) -> list[tuple[int, Path]]:
+    """(step, path) to measure: the explicit paths, or every `checkpoints/step-N` of the run."""
+    if checkpoints:
+        out = [(_step_of(Path(c), i), Path(c)) for i, c in enumerate(checkpoints)]
+        missing = [str(p) for _, p in out if not p.is_dir()]
+        if missing:
+            raise GEffectError(f"checkpoint {missing[0]} is not a directory")
+        return out
+    from ..train.checkpoints import list_checkpoints  # here, so importing this module never imports train/
+
+    found = list_checkpoints(Path(run_dir) / "checkpoints")
+    if not found:
+        raise GEffectError(f"run dir {run_dir} has no checkpoints: expected {Path(run_dir) / 'checkpoints'}/step-N/ "
+                           f"folders (save them during unlearning, e.g. save_steps=5), or pass checkpoints=[...]")
+    return found
+
+
+class CheckpointLoader:
+    """One working model; each checkpoint's weights are loaded into it in place."""
+
+    def __init__(self, base, needs_reference: bool):
+        self.base = base
+        self.needs_reference = needs_reference
+        self.model = None
+        self.lora = None
+
+    def load(self, path: Path):
+        path = Path(path)
+        if (path / "adapter_config.json").is_file():
+            return self._load_adapter(path)
+        if self.lora:
+            raise GEffectError(f"{path}: a full checkpoint among LoRA ones; measure them in separate runs")
+        self.lora = False
+        if self.model is None:
+            self.model = copy.deepcopy(self.base) if self.needs_reference else self.base
+        state = _read_safetensors(path, exclude=("adapter_model",))
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = {n for n, names in _aliases(self.model).items() for n in names}
+        bad = [m for m in missing if m not in tied]
+        if bad or unexpected:
+            raise GEffectError(f"{path}: weights do not match θ_ini's architecture (missing {bad[:3]}, unexpected "
+                               f"{list(unexpected)[:3]}); is config.yaml's `model` the run's θ_ini?")
+        return self.model
+
+    def _load_adapter(self, path: Path):
+        from peft import PeftModel, set_peft_model_state_dict
+
+        if self.lora is False:
+            raise GEffectError(f"{path}: a LoRA checkpoint among full ones; measure them in separate runs")
+        if self.model is None:
+            self.lora = True
+            self.model = PeftModel.from_pretrained(self.base, str(path), is_trainable=True)
+        else:
+            set_peft_model_state_dict(self.model, _read_safetensors(path, only=("adapter_model",)))
+        return self.model
+
+    def reference(self):
+        if not self.needs_reference:
+            return None
+        return DisabledAdapterReference(self.model) if self.lora else FrozenModelReference(self.base)
+
+
+def _aliases(model) -> dict[str, list[str]]:
+    by_id: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(n)
+    return {v[0]: v[1:] for v in by_id.values() if len(v) > 1}
+
+
+def _read_safetensors(path: Path, exclude: Sequence[str] = (), only: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(f for f in path.glob("*.safetensors")
+                   if not any(f.stem.startswith(x) for x in exclude) and (not only or any(f.stem.startswith(x) for x in only)))
+    if not files:
+        raise GEffectError(f"{path}: no safetensors weights found")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
+
+
+def _records(spec: str, start: int, n: int, what: str) -> list[QARecord]:
+    from ..data.specs import load_records
+
+    recs = load_records(spec)[start:start + n]
+    if not recs:
+        raise GEffectError(f"{what} data {spec!r} has no records at [{start}:{start + n}]")
+    return recs
+
+
+def build_slices(tokenizer, forget: str, retain: str, n_forget: int, n_retain: int, retain_offset: int = 0,
+                 batch_size: int = 0, fmt: PromptFormat | None = None, idk_answer: str | None = None) -> EvalSlices:
+    """Fixed eval slices from data specs: the first n_forget forget and n_retain retain records."""
+    fmt = fmt or PromptFormat()
+    f = QADataset(_records(forget, 0, n_forget, "forget"), tokenizer, fmt)
+    r = QADataset(_records(retain, retain_offset, n_retain, "retain"), tokenizer, fmt)
+    idk = None
+    if idk_answer is not None:
+        idk = QADataset([QARecord(question=x.question, answer=idk_answer) for x in f.records], tokenizer, fmt)
+    items = lambda ds: [ds[i] for i in range(len(ds))]
+    return make_slices(items(f), items(r), tokenizer.pad_token_id, batch_size or None,
+                       items(idk) if idk is not None else None)
+
+
+def _format_from(cfg: dict) -> PromptFormat:
+    kw = {k: cfg[k] for k in ("template", "masking", "max_length") if k in cfg and cfg[k] is not None}
+    return PromptFormat(**kw)
+
+
+def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict | None = None,
+                model: str | None = None, forget: str | None = None, retain: str | None = None,
+                checkpoints: Sequence[str | Path] | None = None, groups: int | str = 3, n_forget: int = 16,
+                n_retain: int = 16, retain_offset: int = 0, batch_size: int = 0, smooth: str = "none",
+                term: str = "total", per_instance: bool = True, instance_method: str = "auto", plots: bool = True,
+                device: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """G-effects (per group, and per forget instance) of every checkpoint; writes CSVs, a summary and plots.
+
+    Returns the summary dict (also `<out>/summary.json`; `out` defaults to `<run_dir>/geffect`).
+    """
+    from ..models.loading import load_model
+
+    if smooth not in SMOOTHING:
+        raise ValueError(f"smooth={smooth!r}: expected one of {SMOOTHING}")
+    run = RunDir(Path(run_dir))
+    try:
+        record = run.read_config()
+    except FileNotFoundError:
+        record = {}
+    cfg = dict(record.get("config") or {})
+    if record and record.get("kind") not in (None, "unlearn"):
+        log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, record.get("kind"))
+    method = method or cfg.get("method")
+    params = dict(cfg.get("params") or {}) if params is None else dict(params)
+    model_spec = model or cfg.get("model")
+    forget, retain = forget or cfg.get("forget"), retain or cfg.get("retain")
+    missing = [n for n, v in (("method", method), ("model", model_spec), ("forget", forget), ("retain", retain)) if not v]
+    if missing:
+        raise GEffectError(f"{run.path}: no {missing[0]!r} in config.yaml's `config` and none passed; pass "
+                           f"{missing[0]}=... explicitly")
+    ckpts = resolve_checkpoints(run.path, checkpoints)
+    objective = build_objective(method, params)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    base, tok = load_model(model_spec, attn_implementation="eager", device=device)
+    base.eval()
+    idk_answer = cfg.get("idk_answer", IDK_ANSWER) if objective.needs_idk else None
+    slices = build_slices(tok, forget, retain, n_forget, n_retain, retain_offset, batch_size, _format_from(cfg),
+                          idk_answer).to(device)
+    loader = CheckpointLoader(base, objective.needs_reference)
+    blocks = parse_groups(groups)
+    out = Path(out) if out else run.path / "geffect"
+    ema = EMA(0.6) if smooth == "ema" else None
+    curve_rows, inst_rows, per_step = [], [], []
+    ref = cache = None
+    for step, path in ckpts:
+        t0 = time.perf_counter()
+        m = loader.load(path)
+        if ref is None and objective.needs_reference:
+            ref = loader.reference()
+            if objective.forget_needs_reference:  # θ_ini's forget log-probs are the same at every checkpoint
+                cache = precompute_token_logprobs(ref, slices.forget)
+                idk_cache = precompute_token_logprobs(ref, slices.idk, "idk") if slices.idk else None
+                ref = CachedReference(forget=cache, idk=idk_cache, fallback=ref)
+        pgroups = parameter_groups(m, blocks)
+        eff = compute_geffect(m, objective, slices, ref, groups=pgroups, term=term)
+        t_eff = time.perf_counter() - t0
+        shown = ema.smooth(eff) if ema else eff
+        curve_rows += [{"checkpoint": path.name, "step": step, **r} for r in shown.rows()]
+        info = {"checkpoint": path.name, "step": step, "loss": eff.loss, "risk_forget": eff.risk_forget,
+                "risk_retain": eff.risk_retain, "seconds": round(t_eff, 3)}
+        if eff.no_grad:
+            info["no_grad"] = eff.no_grad
+        if per_instance:
+            inst = instance_geffects(m, objective, slices.forget, slices.retain, ref, groups=pgroups,
+                                     method=instance_method)
+            inst_rows += [{"checkpoint": path.name, "step": step, **r} for r in inst.rows()]
+            info["instance_method"] = inst.method
+            info["instance_seconds"] = round(time.perf_counter() - t0 - t_eff, 3)
+        per_step.append(info)
+        log.info("geffect %s step %d: e_u=%.4g e_r=%.4g (%.1fs)", run.path.name, step, eff.unlearn["total"],
+                 eff.retain["total"], t_eff)
+        write_csv(out / "geffect.csv", CURVE_FIELDS, curve_rows)
+        if inst_rows:
+            write_csv(out / "instances.csv", INSTANCE_FIELDS, inst_rows)
+    summary = {"run": str(run.path), "method": method, "params": params, "model": model_spec, "forget": forget,
+               "retain": retain, "groups": pgroups.names, "blocks": blocks, "n_forget": n_forget,
+               "n_retain": n_retain, "retain_offset": retain_offset, "smooth": smooth, "term": term,
+               "risk": "mean answer-token NLL", "steps": per_step, "csv": str(out / "geffect.csv"),
+               "instances_csv": str(out / "instances.csv") if inst_rows else None}
+    write_json(out / "summary.json", summary)
+    if plots:
+        from .plots import plot_curves, plot_instances
+
+        title = f"{run.path.name} ({method})"
+        summary["plots"] = [str(plot_curves(curve_rows, run.plots / "geffect_curves.png", title))]
+        if inst_rows:
+            summary["plots"] += [str(p) for p in plot_instances(inst_rows, run.plots, title)]
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: Sequence[dict]) -> Path:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows of a G-effect CSV with `step` as int and `value`/`unlearn`/`retain`/`weight` as float."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k in ("step", "index"):
+            if k in r:
+                r[k] = int(r[k])
+        for k in ("value", "unlearn", "retain", "weight"):
+            if k in r:
+                r[k] = float(r[k]) if r[k] not in ("", None) else float("nan")
+    return rows
+
+
+class GEffectCallback(TrainerCallback):
+    """Compute G-effects every `every_n_steps` optimiser steps of an HF `Trainer` (model at that step).
+
+    `slices` are fixed eval batches (`make_slices` / `build_slices`); `ref` the objective's reference provider
+    (the trainer's). Rows accumulate in `self.rows` (checkpoint `live`, the step, group, kind, value) and, with
+    a `run_dir`, in `<run_dir>/geffect/live.csv` (and `live_instances.csv` with `per_instance=True`).
+    """
+
+    def __init__(self, objective, slices: EvalSlices, ref=None, every_n_steps: int = 5, run_dir: str | Path | None = None,
+                 groups: int | str = 3, per_instance: bool = False, smooth: str = "none", term: str = "total"):
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps={every_n_steps}: must be >= 1")
+        if smooth not in SMOOTHING:
+            raise ValueError(f"smooth={smooth!r}: expected one of {SMOOTHING}")
+        self.objective, self.slices, self.ref = objective, slices, ref
+        self.every, self.blocks, self.per_instance, self.term = every_n_steps, parse_groups(groups), per_instance, term
+        self.out = Path(run_dir) / "geffect" if run_dir else None
+        self.ema = EMA(0.6) if smooth == "ema" else None
+        self.rows: list[dict] = []
+        self.instance_rows: list[dict] = []
+        self._on_device = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is None or state.global_step % self.every:
+            return
+        self.measure(model, state.global_step)
+
+    def measure(self, model, step: int) -> GEffect:
+        device = next(model.parameters()).device
+        if self._on_device is None or self._on_device[0] != device:
+            self._on_device = (device, self.slices.to(device))
+        slices = self._on_device[1]
+        pgroups = parameter_groups(model, self.blocks)
+        eff = compute_geffect(model, self.objective, slices, self.ref, groups=pgroups, term=self.term)
+        shown = self.ema.smooth(eff) if self.ema else eff
+        self.rows += [{"checkpoint": "live", "step": step, **r} for r in shown.rows()]
+        if self.per_instance:
+            inst = instance_geffects(model, self.objective, slices.forget, slices.retain, self.ref, groups=pgroups)
+            self.instance_rows += [{"checkpoint": "live", "step": step, **r} for r in inst.rows()]
+        if self.out is not None:
+            write_csv(self.out / "live.csv", CURVE_FIELDS, self.rows)
+            if self.instance_rows:
+                write_csv(self.out / "live_instances.csv", INSTANCE_FIELDS, self.instance_rows)
+        return eff
