@@ -1,0 +1,426 @@
+"""Unlearning: θ_ini + an objective + forget (and retain / IdK) data → checkpoints θ_un(t) and a final model.
+
+The main path is linear: config → objective → data → θ_ini → reference (cached log-probs, and a frozen
+copy or disabled adapters only where the objective needs more) → `UnlearnTrainer` → save.
+
+    from unlearnkit.train.unlearn import UnlearnConfig, unlearn
+    unlearn(UnlearnConfig(model="runs/target/model", forget="tofu:forget01", retain="tofu:retain99",
+                          method="npo", params={"beta": 0.1}, run="runs/npo"))
+
+or `unlearnkit unlearn method=npo model=runs/target/model forget=tofu:forget01 retain=tofu:retain99
+params.beta=0.1` (`-c configs/methods/npo.yaml` for the TOFU-protocol preset). Under `accelerate launch`
+/ `torchrun` it runs data-parallel: each process takes its share of every forget batch (HF's sharded
+sampler) and of every retain draw (`RetainStream`), so N processes with batch B match one with batch N·B.
+
+What the run directory holds (shared/DESIGN.md §3):
+    config.yaml           the config, plus `inputs`: θ_ini's resolved path, ref model, method and its full
+                          hyper-parameters, forget/retain/IdK specs (UIPE and the G-effect read these)
+    reference/logprobs.safetensors   reference log-probs of the forget / IdK rows (see reference_cache.py)
+    checkpoints/step-N/   every `save_steps` (default: every epoch), all kept by default (a series for
+                          G-effect and UIPE); LoRA runs hold adapter files. Optimizer state only in the newest
+                          one unless keep_optimizer=all (resume needs only the newest).
+    log.jsonl             per logged step: loss, each objective term (forget_loss, retain_loss, …), lr, grad norm
+    model/ or adapter/    the final model (full fine-tuning) or LoRA adapter (+ tokenizer; the adapter's
+                          config names its base, θ_ini), and unlearn.json (summary, written last)
+A killed run resumes from its last complete checkpoint when the same command is run again.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+from transformers import Trainer
+
+from ..config import to_dict
+from ..data.collate import PromptFormat, QADataset, pad_batch
+from ..data.records import DataError, QARecord
+from ..data.specs import load_records
+from ..logprobs import model_forward, sequence_logprobs
+from ..models.loading import load_model, load_tokenizer, resolve_model_path
+from ..models.lora import LoraSettings, apply_lora
+from ..objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, Objective, UnlearnBatch,
+                          build_objective)
+from ..objectives.reference import select_hidden_state
+from ..precision import autocast, resolve_precision
+from ..runs import RunDir, atomic_write_text, open_run, write_json
+from .checkpoints import AtomicCheckpointMixin, last_checkpoint, list_checkpoints
+from .hf_glue import DivergenceError, JsonlLogCallback, check_finite, resume_point, save_model_atomically, training_arguments
+from .reference_cache import model_fingerprint, reference_cache
+from .unlearn_data import (ForgetDataset, RetainStream, UnlearnCollator, idk_records, load_idk_answers,
+                           resolve_idk_path)
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "unlearn.json"
+OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
+
+
+def _h(default: Any, help: str, **kw) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class UnlearnConfig:
+    """Unlearn θ_ini with a registered objective on a forget set (+ retain / IdK data)."""
+
+    model: str = _h("default", "θ_ini: a finetune run's model/ dir, a local dir, a hub id, a .gguf file or 'default' "
+                               "(SmolLM2-135M offline)")
+    ref_model: str = _h("", "reference π_ref if not θ_ini (same tokenizer required); empty: π_ref = θ_ini")
+    forget: str = _h("tofu:forget01", "forget data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path")
+    retain: str = _h("", "retain data spec (same forms), or empty when the method needs none")
+    idk: str = _h("auto", "refusal answers for idk_* methods, one per line; 'auto': idontknow.jsonl in the TOFU "
+                          "folder ($UNLEARNKIT_TOFU_DIR or ../shared/data/tofu). Only read by methods that need it")
+    method: str = _h("npo", "objective name (unlearnkit.objectives.OBJECTIVES): ga, grad_diff, kl, npo, simnpo, "
+                            "idk_nll, idk_dpo, wga, tnpo, wtnpo, rmu, undial")
+    params: dict[str, Any] = _h({}, "the method's hyper-parameters, e.g. params.beta=0.1 params.retain=kl "
+                                    "params.retain_weight=1 (unknown keys are refused, with the known ones)")
+    run: str = _h("runs/unlearn", "run directory")
+    epochs: float = _h(10.0, "epochs over the forget set")
+    max_steps: int = _h(-1, "stop after this many optimizer steps (-1: use epochs)")
+    lr: float = _h(1e-5, "peak learning rate")
+    forget_batch_size: int = _h(8, "forget rows per device per micro-step")
+    retain_batch_size: int = _h(0, "retain rows per device per micro-step (0: same as forget_batch_size)")
+    grad_accum: int = _h(4, "gradient accumulation steps (effective batch = forget_batch_size · grad_accum · processes)")
+    weight_decay: float = _h(0.01, "AdamW weight decay")
+    warmup: float = _h(0.0, "warm-up steps (int) or ratio of total steps (<1)")
+    scheduler: str = _h("linear", "HF lr scheduler name")
+    max_grad_norm: float = _h(1.0, "gradient clipping norm (0: off)")
+    precision: str = _h("auto", "auto | fp32 | bf16 (bf16 autocast, fp32 master weights; auto: bf16 only where fast)")
+    lora: bool = _h(False, "train a LoRA adapter on θ_ini instead of all weights (saved as adapter/)")
+    lora_r: int = _h(8, "LoRA rank")
+    lora_alpha: int = _h(16, "LoRA alpha")
+    lora_targets: list[str] = _h(["q_proj", "v_proj"], "LoRA target modules")
+    save_steps: int = _h(0, "checkpoint every N optimizer steps (0: every epoch)")
+    keep_checkpoints: Optional[int] = _h(None, "keep only the newest N checkpoints (null: all, for G-effect/UIPE)")
+    keep_optimizer: str = _h("last", "optimizer state in checkpoints: 'last' (only the newest, enough to resume) or 'all'")
+    loss_bound: Optional[float] = _h(None, "divergence guard: stop when |loss| exceeds this (NaN/inf always stop)")
+    logging_steps: int = _h(1, "log every N optimizer steps")
+    max_length: int = _h(256, "truncate examples beyond this many tokens (reported)")
+    template: str = _h("auto", "prompt template: auto | chat | plain")
+    masking: str = _h("exact", "exact | open-unlearning (joint tokenisation, first answer token masked)")
+    ref_batch_size: int = _h(16, "batch size of the one-off reference pass that fills the log-prob cache")
+    seed: int = _h(0, "random seed (data order, retain draws, IdK answers, LoRA init)")
+    report_to: str = _h("none", "HF report_to: none | tensorboard | wandb")
+
+    def __post_init__(self):
+        for name in ("epochs", "lr", "forget_batch_size", "grad_accum", "logging_steps", "ref_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
+        for name in ("retain_batch_size", "save_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+        if self.keep_optimizer not in ("last", "all"):
+            raise ValueError(f"keep_optimizer={self.keep_optimizer!r}: expected 'last' or 'all'")
+        if self.loss_bound is not None and not self.loss_bound > 0:
+            raise ValueError(f"loss_bound={self.loss_bound}: must be > 0 (or null for NaN/inf only)")
+        resolve_precision(self.precision)
+        PromptFormat(template=self.template, masking=self.masking)
+        self.objective()  # unknown method / hyper-parameter → error now, naming the known ones
+
+    def objective(self) -> Objective:
+        return build_objective(self.method, dict(self.params))
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(template=self.template, masking=self.masking, max_length=self.max_length)
+
+
+# -- the trainer ---------------------------------------------------------------------------------------
+class UnlearnTrainer(AtomicCheckpointMixin, Trainer):
+    """HF Trainer whose step is one objective call on (forget, retain, IdK) batches.
+
+    The train dataset is the forget set (`ForgetDataset`); a retain batch is drawn per micro-step from
+    `retain` (a `RetainStream`, independent of the forget order). `compute_loss` unpacks, calls the objective,
+    guards against divergence and keeps each logged term; `log` adds their averages since the last log.
+    """
+
+    def __init__(self, *args, objective: Objective, reference=None, retain: RetainStream | None = None,
+                 loss_bound: float | None = None, keep_optimizer: str = "last", run: RunDir | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective, self.reference, self.retain = objective, reference, retain
+        self.loss_bound, self.keep_optimizer, self.run = loss_bound, keep_optimizer, run
+        self.model_accepts_loss_kwargs = False  # the objective's loss is a per-batch mean: Trainer scales it for GA
+        self._retain_draw: int | None = None
+        self._term_sums: dict[str, float] = {}
+        self._term_counts: dict[str, int] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch = UnlearnBatch(forget=inputs["forget"], retain=self._next_retain(), idk=inputs.get("idk"))
+        loss, terms = self.objective.loss(model, batch, self.reference)
+        self._guard(loss)
+        for k, v in terms.items():
+            if k != "loss":  # the Trainer logs the loss itself (averaged over processes and accumulation)
+                self._term_sums[k] = self._term_sums.get(k, 0.0) + float(v)
+                self._term_counts[k] = self._term_counts.get(k, 0) + 1
+        return (loss, None) if return_outputs else loss
+
+    def _next_retain(self):
+        if self.retain is None:
+            return None
+        if self._retain_draw is None:  # resumed runs continue the stream where the killed run stopped
+            self._retain_draw = self.state.global_step * self.args.gradient_accumulation_steps
+        batch = self.retain.batch(self._retain_draw)
+        self._retain_draw += 1
+        return self._prepare_input(batch)
+
+    def _guard(self, loss: torch.Tensor) -> None:
+        """Stop before the bad step's update (so no checkpoint can follow it); every process stops together."""
+        value = loss.detach().float().reshape(1)
+        if self.args.world_size > 1:
+            values = self.accelerator.gather(value)
+            bad = values[~torch.isfinite(values)]
+            value = bad[:1] if bad.numel() else values[values.abs().argmax()].reshape(1)
+        value = float(value.item())
+        step = self.state.global_step + 1
+        try:
+            check_finite(value, self.loss_bound, step, last_checkpoint(self.args.output_dir))
+        except DivergenceError as exc:
+            if self.run is not None and self.is_world_process_zero():
+                self.run.log({"step": step, "diverged": True, "loss": value, "loss_bound": self.loss_bound,
+                              "message": str(exc)})
+            raise
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._term_sums:
+            keys = sorted(self._term_sums)
+            means = torch.tensor([self._term_sums[k] / self._term_counts[k] for k in keys], dtype=torch.float64)
+            if self.args.world_size > 1:
+                means = self.accelerator.reduce(means.to(self.args.device), reduction="mean").cpu()
+            for k, v in zip(keys, means.tolist()):
+                logs.setdefault(k, v)
+            self._term_sums, self._term_counts = {}, {}
+        super().log(logs, start_time)
+
+    def floating_point_ops(self, inputs) -> int:
+        return super().floating_point_ops(inputs.get("forget", inputs))
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.keep_optimizer == "last" and self.args.should_save:
+            for _, older in list_checkpoints(self.args.output_dir)[:-1]:
+                for name in OPTIMIZER_FILES:
+                    (older / name).unlink(missing_ok=True)
+
+
+# -- reference policy ----------------------------------------------------------------------------------
+MODEL_ONLY_CALLS = ("forget_logits", "retain_logits", "hidden_states")  # what a log-prob cache cannot serve
+
+
+class _RecordingReference:
+    """θ_ini-backed reference that records which quantities an objective asks for (used once, before training)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, set()
+
+    def _run(self, name, fn):
+        self.calls.add(name)
+        with torch.no_grad():
+            return fn()
+
+    def forget_logprobs(self, batch):
+        return self._run("forget_logprobs", lambda: sequence_logprobs(self.model, batch))
+
+    def idk_logprobs(self, batch):
+        return self._run("idk_logprobs", lambda: sequence_logprobs(self.model, batch))
+
+    def forget_logits(self, batch):
+        return self._run("forget_logits", lambda: model_forward(self.model, batch).logits)
+
+    def retain_logits(self, batch):
+        return self._run("retain_logits", lambda: model_forward(self.model, batch).logits)
+
+    def hidden_states(self, batch, layer):
+        return self._run("hidden_states", lambda: select_hidden_state(
+            model_forward(self.model, batch, output_hidden_states=True), layer))
+
+
+def reference_calls(objective: Objective, model, theta_ini, datasets: dict[str, QADataset], pad_id: int,
+                    device) -> set[str]:
+    """Which reference quantities `objective` uses: one loss evaluation on one row of each set, no gradients.
+
+    Also a dry run of the objective on real batches before any training.
+    """
+    one = {k: {t: v.to(device) for t, v in pad_batch([ds[0]], pad_id).items()} for k, ds in datasets.items()}
+    rec = _RecordingReference(theta_ini)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        objective.loss(model, UnlearnBatch(forget=one["forget"], retain=one.get("retain"), idk=one.get("idk")), rec)
+    model.train(was_training)
+    return rec.calls
+
+
+# -- main path -----------------------------------------------------------------------------------------
+def _resolved_model(spec: str) -> str:
+    where, gguf = resolve_model_path(spec)
+    p = Path(where)
+    if p.exists():
+        p = p.resolve()
+        return str(p / gguf) if gguf else str(p)
+    return where
+
+
+def _check_same_tokenizer(tok, ref_tok, cfg: UnlearnConfig) -> None:
+    a, b = tok.get_vocab(), ref_tok.get_vocab()
+    if a != b or tok.eos_token_id != ref_tok.eos_token_id:
+        n_diff = len(set(a.items()) ^ set(b.items()))
+        raise ValueError(
+            f"ref_model={cfg.ref_model!r}: its tokenizer differs from model={cfg.model!r}'s (vocab {len(b)} vs "
+            f"{len(a)} tokens, {n_diff} differing entries, eos {ref_tok.eos_token_id} vs {tok.eos_token_id}); "
+            f"reference log-probs must score the same token ids: use a reference with the same tokenizer, or "
+            f"leave ref_model empty (π_ref = θ_ini)")
+
+
+def _records(key: str, spec: str) -> list[QARecord]:
+    try:
+        return load_records(spec)
+    except DataError as exc:
+        raise DataError(f"{key}={spec!r}: {exc}") from None
+
+
+def _load_data(cfg: UnlearnConfig, objective: Objective) -> tuple[list[QARecord], list[QARecord], list[QARecord], str | None]:
+    forget = _records("forget", cfg.forget)
+    if not forget:
+        raise ValueError(f"forget={cfg.forget!r}: the forget set is empty; nothing to unlearn")
+    retain = _records("retain", cfg.retain) if cfg.retain else []
+    if cfg.retain and not retain:
+        raise ValueError(f"retain={cfg.retain!r}: the retain set is empty; pass a non-empty spec or retain=''")
+    idk, idk_path = [], None
+    if objective.needs_idk:
+        idk_path = str(resolve_idk_path(cfg.idk).resolve())
+        idk = idk_records(forget, load_idk_answers(idk_path), cfg.seed)
+    try:
+        objective.check_inputs(retain=bool(retain), idk=bool(idk), reference=True)
+    except ValueError as exc:
+        raise ValueError(f"method={cfg.method!r}: {exc} (retain=<data spec>)") from None
+    if retain and not objective.needs_retain:
+        log.info("method %s uses no retain term (params.retain='none'); retain=%s is not read", cfg.method, cfg.retain)
+        retain = []
+    return forget, retain, idk, idk_path
+
+
+def unlearn(cfg: UnlearnConfig) -> dict:
+    """Unlearn, save the final model (or adapter) in the run dir and return a summary (also `unlearn.json`)."""
+    run = open_run(cfg.run)
+    if (run.path / SUMMARY).is_file():
+        log.info("run %s already finished; delete it to rerun", run.path)
+        return json.loads((run.path / SUMMARY).read_text())
+
+    # 1. objective and data: every input error is raised here, before any model is loaded
+    objective = cfg.objective()
+    forget_recs, retain_recs, idk_recs, idk_path = _load_data(cfg, objective)
+    tok = load_tokenizer(cfg.model)
+    if cfg.ref_model:
+        _check_same_tokenizer(tok, load_tokenizer(cfg.ref_model), cfg)
+    fmt = cfg.prompt_format
+    datasets = {"forget": QADataset(forget_recs, tok, fmt)}
+    if retain_recs:
+        datasets["retain"] = QADataset(retain_recs, tok, fmt)
+    if idk_recs:
+        datasets["idk"] = QADataset(idk_recs, tok, fmt)
+    precision = resolve_precision(cfg.precision)
+    args = training_arguments(
+        run, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.forget_batch_size, grad_accum=cfg.grad_accum,
+        weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler, precision=precision,
+        save_steps=cfg.save_steps, keep_checkpoints=cfg.keep_checkpoints, logging_steps=cfg.logging_steps,
+        seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm)
+    device = args.device  # sets up the process group under accelerate launch / torchrun
+
+    # 2. θ_ini (and a separate reference, if asked), the run record
+    model, tok = load_model(cfg.model, dtype=torch.float32)
+    model.to(device)
+    ref_model = None
+    if cfg.ref_model:
+        ref_model, _ = load_model(cfg.ref_model, dtype=torch.float32)
+        ref_model.to(device).eval().requires_grad_(False)
+    theta_ini = ref_model if ref_model is not None else model
+    inputs = {"theta_ini": _resolved_model(cfg.model),
+              "ref_model": _resolved_model(cfg.ref_model) if cfg.ref_model else _resolved_model(cfg.model),
+              "method": cfg.method, "objective": asdict(objective.config), "forget": cfg.forget,
+              "retain": cfg.retain if retain_recs else "", "idk": idk_path,
+              "n_forget": len(forget_recs), "n_retain": len(retain_recs), "precision": precision,
+              "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)} if cfg.lora else None,
+              "processes": args.world_size}
+    if args.should_save:
+        run.write_config("unlearn", to_dict(cfg), seed=cfg.seed)
+        record = run.read_config()
+        record["inputs"] = inputs
+        atomic_write_text(run.config_path, yaml.safe_dump(record, sort_keys=False))
+
+    # 3. reference: cached forget/IdK log-probs; a frozen copy or disabled adapters only for what a cache can't serve
+    summary: dict = {"method": cfg.method, "theta_ini": inputs["theta_ini"], "forget": cfg.forget,
+                     "records": {k: len(v) for k, v in datasets.items()},
+                     "truncated": {k: v.n_truncated for k, v in datasets.items()}}
+    reference = None
+    if objective.needs_reference:
+        with autocast(precision, device.type):
+            calls = reference_calls(objective, model, theta_ini, datasets, tok.pad_token_id, device)
+        cached = {s: datasets[s] for s in ("forget", "idk") if f"{s}_logprobs" in calls}
+        tables = {}
+        if cached:
+            digest = model_fingerprint(theta_ini)
+            with args.main_process_first(local=False, desc="reference cache"):
+                tables, status = reference_cache(run.path, FrozenModelReference(theta_ini), digest, cached,
+                                                 pad_id=tok.pad_token_id, batch_size=cfg.ref_batch_size,
+                                                 device=device, precision=precision)
+            summary["reference_cache"] = {"status": status, "bytes_in_memory": sum(t.nbytes for t in tables.values()),
+                                          "splits": sorted(tables)}
+            tables = {k: t.to(device) for k, t in tables.items()}
+        # full fine-tuning: a frozen copy of θ_ini; LoRA: the trained model with adapters disabled (set below)
+        needs_model = bool(set(calls) & set(MODEL_ONLY_CALLS))
+        fallback = None
+        if needs_model and ref_model is not None:
+            fallback = FrozenModelReference(ref_model)
+        elif needs_model and not cfg.lora:
+            fallback = FrozenModelReference(copy.deepcopy(model).requires_grad_(False))
+        summary["reference"] = {"calls": sorted(calls), "cached": sorted(tables), "model": None if not needs_model else
+                                "ref_model" if ref_model is not None else
+                                "disabled adapters" if cfg.lora else "frozen copy of θ_ini"}
+        reference = CachedReference(forget=tables.get("forget"), idk=tables.get("idk"), fallback=fallback)
+
+    # 4. LoRA, trainer, train (resuming from the last complete checkpoint)
+    if cfg.lora:
+        from transformers import set_seed
+
+        set_seed(cfg.seed)
+        model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
+        if reference is not None and summary["reference"]["model"] == "disabled adapters":
+            reference.fallback = DisabledAdapterReference(model)
+    model.train()
+    retain = None
+    if "retain" in datasets:
+        retain = RetainStream(datasets["retain"], cfg.retain_batch_size or cfg.forget_batch_size, tok.pad_token_id,
+                              seed=cfg.seed, rank=args.process_index, world_size=args.world_size)
+    trainer = UnlearnTrainer(
+        model=model, args=args, train_dataset=ForgetDataset(datasets["forget"], datasets.get("idk")),
+        data_collator=UnlearnCollator(tok.pad_token_id), processing_class=tok, callbacks=[JsonlLogCallback(run)],
+        objective=objective, reference=reference, retain=retain, loss_bound=cfg.loss_bound,
+        keep_optimizer=cfg.keep_optimizer, run=run)
+    resume = resume_point(run)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+        summary["resumed_from"] = str(resume)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    summary["train_seconds"] = time.time() - t0
+    summary["train_loss"] = result.training_loss
+    summary["steps"] = trainer.state.global_step
+    summary["checkpoints"] = [p.name for _, p in list_checkpoints(run.checkpoints)]
+
+    # 5. final model (full) or adapter (LoRA), then the summary (its presence marks the run finished)
+    if trainer.args.should_save:
+        final = trainer.model
+        out = save_model_atomically(final, tok, run.path / ("adapter" if cfg.lora else "model"))
+        summary["output"] = str(out)
+        write_json(run.path / SUMMARY, summary)
+    trainer.accelerator.wait_for_everyone()
+    return summary
