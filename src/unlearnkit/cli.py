@@ -46,6 +46,32 @@ def finetune(overrides: Optional[List[str]] = Overrides, config: Optional[str] =
 
 
 @app.command()
+def unlearn(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
+    """Unlearn a forget set from θ_ini: `method=npo model=<dir> forget=tofu:forget01 retain=tofu:retain99 params.beta=0.1`.
+
+    Presets: `-c configs/methods/<method>.yaml`. Multi-process: `accelerate launch -m unlearnkit.cli unlearn ...`.
+    """
+    import os
+
+    from .config import ConfigError, load_config
+    from .data.records import DataError
+    from .train.hf_glue import DivergenceError
+    from .train.unlearn import UnlearnConfig, unlearn as run_unlearn
+
+    _setup_logging()
+    try:
+        cfg = load_config(UnlearnConfig, config, overrides or [])
+        summary = run_unlearn(cfg)
+    except DivergenceError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=3)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
 def info(overrides: Optional[List[str]] = Overrides):
     """Summarise a model (`model=…`) and/or a dataset (`data=…`)."""
     from .info import describe
