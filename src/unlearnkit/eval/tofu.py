@@ -158,6 +158,11 @@ def run_tofu(model, tokenizer, forget: str = "forget01", oracle_stats: OracleSta
     fmt = fmt or PromptFormat()
     if records is None:
         records = load_tofu_sets(forget, retain_limit, source, sets, with_holdout=mia_attacks, limit=limit)
+    needed = list(sets) + (["holdout"] if mia_attacks else [])
+    missing = [k for k in needed if k not in records]
+    if missing:
+        raise ValueError(f"records: missing set(s) {missing} (have {sorted(records)}); pass them, drop them from "
+                         "`sets`, or set mia_attacks=False when there is no holdout set")
     settings = dict(forget=forget, sets=list(sets), retain_limit=retain_limit, limit=limit, batch_size=batch_size,
                     max_new_tokens=max_new_tokens, truth_ratio_mean=truth_ratio_mean, mia_k=mia_k,
                     extraction_variant=extraction_variant, masking=fmt.masking, template=fmt.template)
