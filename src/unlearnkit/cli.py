@@ -87,6 +87,64 @@ def info(overrides: Optional[List[str]] = Overrides):
         _fail(exc)
 
 
+@app.command()
+def demo(overrides: Optional[List[str]] = Overrides, quick: bool = typer.Option(False, "--quick", help="tiny model, about a minute"),
+         config: Optional[str] = ConfigOpt):
+    """The end-to-end offline demo on the default SmolLM2 (`--quick`: a tiny model)."""
+    from .config import ConfigError, load_config
+    from .experiments.demo import DemoConfig, run_demo
+
+    _setup_logging()
+    try:
+        cfg = load_config(DemoConfig, config, list(overrides or []) + (["quick=true"] if quick else []))
+        run_demo(cfg, echo=typer.echo)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+# --- geffect (owner: geffect/) ------------------------------------------------------------------------------
+@app.command("geffect")
+def geffect_cmd(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
+    """G-effects of every checkpoint of an unlearning run: run=<dir>, optional groups=3|each, n_forget=16,
+    n_retain=16, smooth=none|ema (see GEffectConfig) → <run>/geffect/*.csv, summary.json, <run>/plots/geffect_*.png."""
+    from .config import ConfigError, load_config
+    from .data.records import DataError
+    from .geffect.run import GEffectConfig, geffect_run
+
+    _setup_logging()
+    try:
+        cfg = load_config(GEffectConfig, config, overrides or [])
+        if not cfg.run:
+            raise ValueError("run=<dir> is required (an unlearning run directory with checkpoints/step-N/)")
+        summary = geffect_run(cfg.run, method=cfg.method or None, model=cfg.model or None, forget=cfg.forget or None,
+                              retain=cfg.retain or None, groups=cfg.groups, n_forget=cfg.n_forget,
+                              n_retain=cfg.n_retain, retain_offset=cfg.retain_offset, batch_size=cfg.batch_size,
+                              smooth=cfg.smooth, term=cfg.term, per_instance=cfg.per_instance,
+                              instance_method=cfg.instance_method, plots=cfg.plots, device=cfg.device or None)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: summary[k] for k in ("csv", "instances_csv", "groups", "plots") if k in summary},
+                          indent=2))
+
+
+@app.command("geffect-compare")
+def geffect_compare_cmd(overrides: Optional[List[str]] = Overrides):
+    """Several runs' G-effects on one figure: runs=a,b,c out=<png or folder>."""
+    from .geffect.plots import compare
+
+    _setup_logging()
+    opts = dict(o.split("=", 1) for o in (overrides or []) if "=" in o)
+    unknown = set(opts) - {"runs", "out"}
+    if unknown or "runs" not in opts:
+        _fail(ValueError(f"geffect-compare takes runs=a,b,c and out=<png or folder>; got {sorted(opts)}"))
+    try:
+        out = compare([r for r in opts["runs"].split(",") if r], opts.get("out", "geffect_compare.png"))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(str(out))
+# --- end geffect ---------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     app(args=argv if argv is not None else sys.argv[1:], standalone_mode=True)
