@@ -139,3 +139,18 @@ def test_callback_module_does_not_import_train():
             "print(any(m.startswith('unlearnkit.train') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_cli(run_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    res = CliRunner().invoke(app, ["geffect", f"run={run_dir}", "groups=1", "n_forget=4", "n_retain=4",
+                                   "per_instance=false", "plots=false", "smooth=ema"])
+    assert res.exit_code == 0, res.output
+    assert (run_dir / "geffect" / "geffect.csv").is_file()
+    res = CliRunner().invoke(app, ["geffect-compare", f"runs={run_dir},{run_dir}", f"out={tmp_path / 'c.png'}"])
+    assert res.exit_code == 0 and (tmp_path / "c.png").is_file(), res.output
+    res = CliRunner().invoke(app, ["geffect", f"run={run_dir}", "smooth=sometimes"])
+    assert res.exit_code == 2 and "smooth" in res.output

@@ -218,6 +218,8 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
     if smooth not in SMOOTHING:
         raise ValueError(f"smooth={smooth!r}: expected one of {SMOOTHING}")
     run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise GEffectError(f"run directory {run.path} does not exist")
     try:
         record = run.read_config()
     except FileNotFoundError:
