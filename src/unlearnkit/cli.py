@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -143,6 +144,21 @@ def geffect_compare_cmd(overrides: Optional[List[str]] = Overrides):
         _fail(exc)
     typer.echo(str(out))
 # --- end geffect ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def extrapolate(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
+    """UIPE on an unlearning run: evaluate α values, choose α automatically, optionally save θ_uipe."""
+    from .config import ConfigError, load_config
+    from .uipe.search import ExtrapolateConfig, run_extrapolate
+
+    _setup_logging()
+    try:
+        cfg = load_config(ExtrapolateConfig, config, overrides or [])
+        result = run_extrapolate(cfg, echo=typer.echo)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"table: {Path(cfg.run) / 'uipe' / 'alpha_search.csv'}; plot: {Path(cfg.run) / 'uipe' / 'tradeoff.png'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,323 @@
+"""UIPE over an unlearning run directory: α search (a trade-off table and plot) and the automatic α.
+
+`alpha_search(run_dir, alphas, ...)` loads θ_ini and θ_un once, then for each α sets the model's weights
+to θ_un + α(θ_un − θ_ini) in memory and evaluates a fast subset of the evaluation suite:
+
+* `suite="tofu"`: forget quality, model utility and forget ROUGE on `limit` questions per set;
+* `suite="related"`: the related-knowledge probe (target / related / multi-hop probability and ROUGE)
+  on the forget people, and the mean answer probability on the retain people as utility.
+
+With `auto=True` it also runs `auto_alpha` (see that module) on a held-out retain slice and records the
+chosen α. Results: `<run>/uipe/alpha_search.json`, `alpha_search.csv`, `tradeoff.png`; the model for the
+chosen α can be written with `extrapolate_run` (streaming for full checkpoints, rescaled adapter for LoRA).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..data.collate import PromptFormat
+from ..runs import RunDir, open_run, write_json
+from .auto_alpha import AutoAlphaResult, auto_alpha
+from .extrapolate import extrapolate_checkpoint, extrapolate_state_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearnRunInputs:
+    """What UIPE needs from an unlearning run: θ_ini, θ_un and how the run was set up."""
+
+    run: RunDir
+    theta_ini: str
+    theta_un: Path
+    method: str
+    forget: str
+    retain: str
+    template: str = "auto"
+    masking: str = "exact"
+    max_length: int = 256
+    is_adapter: bool = False
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(template=self.template, masking=self.masking, max_length=self.max_length)
+
+
+def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> UnlearnRunInputs:
+    """θ_ini from the run's recorded inputs; θ_un = the final model/adapter, or `checkpoints/<checkpoint>`."""
+    run = open_run(run_dir, create=False)
+    record = run.read_config()
+    if record.get("kind") != "unlearn":
+        raise ValueError(f"{run.path}: kind={record.get('kind')!r}; UIPE extrapolates an unlearning run "
+                         "(made by `unlearnkit unlearn`)")
+    cfg, inputs = record.get("config", {}), record.get("inputs", {})
+    theta_ini = inputs.get("theta_ini") or cfg.get("model")
+    if checkpoint:
+        theta_un = run.checkpoints / checkpoint
+    elif (run.path / "model").is_dir():
+        theta_un = run.path / "model"
+    elif (run.path / "adapter").is_dir():
+        theta_un = run.path / "adapter"
+    else:
+        from ..train.checkpoints import last_checkpoint
+
+        theta_un = last_checkpoint(run.checkpoints)
+    if theta_un is None or not Path(theta_un).is_dir():
+        raise FileNotFoundError(f"{run.path}: no final model/, adapter/ or checkpoint to extrapolate")
+    return UnlearnRunInputs(run=run, theta_ini=str(theta_ini), theta_un=Path(theta_un), method=cfg.get("method", "?"),
+                            forget=cfg.get("forget", ""), retain=inputs.get("retain", cfg.get("retain", "")),
+                            template=cfg.get("template", "auto"), masking=cfg.get("masking", "exact"),
+                            max_length=int(cfg.get("max_length", 256)),
+                            is_adapter=(Path(theta_un) / "adapter_config.json").is_file())
+
+
+def load_pair(inputs: UnlearnRunInputs):
+    """(model holding θ_un, tokenizer, θ_ini state dict, θ_un state dict); LoRA adapters are merged in memory."""
+    from ..models.loading import load_model
+
+    model, tok = load_model(str(inputs.theta_un))
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    base, _ = load_model(inputs.theta_ini)
+    base_sd = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    del base
+    un_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return model.eval(), tok, base_sd, un_sd
+
+
+def set_alpha(model, base_sd, un_sd, alpha: float) -> None:
+    """Load θ_un + α(θ_un − θ_ini) into `model` (α = 0 restores θ_un exactly)."""
+    sd = un_sd if alpha == 0 else extrapolate_state_dict(base_sd, un_sd, alpha)
+    model.load_state_dict(sd, strict=True)
+
+
+def retain_utility_fn(model, tok, records, fmt: PromptFormat, base_sd, un_sd, batch_size: int = 32) -> Callable[[float], float]:
+    """u(α): mean answer probability exp(−mean NLL) on `records`, teacher-forced (no generation)."""
+    from ..eval.scoring import score_records
+
+    def u(alpha: float) -> float:
+        set_alpha(model, base_sd, un_sd, alpha)
+        scores = score_records(model, tok, records, fmt, fields=("answer",), batch_size=batch_size)
+        return sum(math.exp(s.answer.mean_lp) for s in scores) / len(scores)
+
+    return u
+
+
+def heldout_retain_slice(spec: str, n: int) -> list:
+    """The last `n` records of a retain spec: a slice the user has, disjoint from the forget set.
+
+    (TOFU evaluates retain metrics on `retain_perturbed`, a separate file; for synthetic data the tail of
+    the retain part is retain people's facts.)"""
+    from ..data.specs import load_records
+
+    if not spec:
+        raise ValueError("automatic α needs retain data: the run has no retain spec, pass auto_retain=<data spec>")
+    recs = load_records(spec)
+    return recs[-n:]
+
+
+@dataclass
+class SearchSettings:
+    alphas: Sequence[float] = (0.0, 0.5, 1.0, 2.0)
+    suite: str = "related"
+    limit: int | None = 40
+    oracle_stats: str | None = None
+    tofu_forget: str = "forget01"
+    related_people: int = 50
+    related_seed: int = 0
+    forget_fraction: float = 0.1
+    max_new_tokens: int = 48
+    batch_size: int = 32
+    auto: bool = True
+    auto_retain: str = ""
+    auto_n: int = 64
+    tolerance: float = 0.05
+    alpha_max: float = 8.0
+    extra: dict = field(default_factory=dict)
+
+
+def _evaluate(model, tok, fmt, s: SearchSettings, dataset=None) -> dict[str, float]:
+    if s.suite == "tofu":
+        from ..eval.tofu import run_tofu
+
+        res = run_tofu(model, tok, s.tofu_forget, s.oracle_stats, fmt, limit=s.limit, batch_size=s.batch_size,
+                       max_new_tokens=s.max_new_tokens, forget_quality=s.oracle_stats is not None,
+                       mia_attacks=False)
+        return {k: m.value for k, m in res.metrics.items()}
+    if s.suite == "related":
+        from ..eval.related import run_related
+
+        forget, retain = dataset.split(s.forget_fraction)
+        out = {f"forget/{k}": m.value for k, m in run_related(
+            model, tok, dataset, forget, fmt, kinds=("target", "related", "multihop"), batch_size=s.batch_size,
+            max_new_tokens=s.max_new_tokens).items()}
+        keep = retain[: s.limit] if s.limit else retain
+        ret = run_related(model, tok, dataset, keep, fmt, kinds=("target", "related", "unrelated"),
+                          batch_size=s.batch_size, max_new_tokens=s.max_new_tokens)
+        out.update({f"retain/{k}": m.value for k, m in ret.items()})
+        probs = [m.value for k, m in ret.items() if k.endswith("/probability")]
+        out["utility"] = sum(probs) / len(probs)
+        return out
+    raise ValueError(f"suite={s.suite!r}: expected 'tofu' or 'related'")
+
+
+def alpha_search(run_dir: str | Path, settings: SearchSettings | None = None, echo=log.info) -> dict:
+    """Evaluate each α (and the automatic α) for one unlearning run; write the table, json and plot."""
+    s = settings or SearchSettings()
+    if any(a < -1 for a in s.alphas):
+        raise ValueError(f"alphas={list(s.alphas)}: α below −1 would reverse the update past θ_ini")
+    inputs = read_unlearn_run(run_dir)
+    fmt = inputs.prompt_format
+    model, tok, base_sd, un_sd = load_pair(inputs)
+    dataset = None
+    if s.suite == "related":
+        from ..data.synthetic import generate_related_knowledge
+
+        dataset = generate_related_knowledge(s.related_people, s.related_seed)
+    result: dict = {"base_run": str(inputs.run.path), "method": inputs.method, "suite": s.suite, "points": []}
+    auto: AutoAlphaResult | None = None
+    if s.auto:
+        recs = heldout_retain_slice(s.auto_retain or inputs.retain, s.auto_n)
+        auto = auto_alpha(retain_utility_fn(model, tok, recs, fmt, base_sd, un_sd, s.batch_size),
+                          tolerance=s.tolerance, alpha_max=s.alpha_max)
+        result["auto"] = {**auto.to_json(), "rule": f"largest α with held-out retain probability ≥ "
+                          f"(1 − {s.tolerance})·(its value at α = 0)", "retain_slice": s.auto_retain or inputs.retain,
+                          "n": len(recs)}
+        echo(f"automatic α = {auto.alpha:.3g} ({auto.stopped}; {len(auto.evaluations)} evaluations)")
+    alphas = sorted(set(float(a) for a in s.alphas) | ({auto.alpha} if auto else set()))
+    for a in alphas:
+        set_alpha(model, base_sd, un_sd, a)
+        metrics = _evaluate(model, tok, fmt, s, dataset)
+        result["points"].append({"alpha": a, "metrics": metrics, "auto": bool(auto and a == auto.alpha)})
+        echo(f"α = {a:.3g}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6]))
+    set_alpha(model, base_sd, un_sd, 0.0)
+    out = inputs.run.path / "uipe"
+    write_json(out / "alpha_search.json", result)
+    _write_csv(out / "alpha_search.csv", result["points"])
+    plot_tradeoff(result, out / "tradeoff.png")
+    return result
+
+
+def _write_csv(path: Path, points: list[dict]) -> None:
+    keys = sorted({k for p in points for k in p["metrics"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["alpha", "auto", *keys])
+        for p in points:
+            w.writerow([p["alpha"], p["auto"], *[p["metrics"].get(k, "") for k in keys]])
+
+
+def tradeoff_axes(suite: str) -> tuple[str, str, bool]:
+    """(x = utility metric, y = forgetting metric, log-scale y) for a suite's trade-off plot."""
+    if suite == "tofu":
+        return "model_utility", "forget_quality", True
+    return "utility", "forget/target/probability", False
+
+
+def plot_tradeoff(result: dict, path: Path) -> Path:
+    """Forgetting vs utility, one point per α; the base run (α = 0) and the automatic α marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xk, yk, logy = tradeoff_axes(result["suite"])
+    pts = [p for p in result["points"] if xk in p["metrics"] and yk in p["metrics"]]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    xs = [p["metrics"][xk] for p in pts]
+    ys = [p["metrics"][yk] for p in pts]
+    ax.plot(xs, ys, "-o", color="tab:blue", zorder=1)
+    for p, x, y in zip(pts, xs, ys):
+        ax.annotate(f"α={p['alpha']:.2g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if p["alpha"] == 0:
+            ax.scatter([x], [y], s=120, facecolors="none", edgecolors="black", zorder=2, label="base run (α=0)")
+        if p.get("auto"):
+            ax.scatter([x], [y], s=120, marker="*", color="tab:red", zorder=3, label="automatic α")
+    if logy and all(y > 0 for y in ys):
+        ax.set_yscale("log")
+    ax.set_xlabel(xk)
+    ax.set_ylabel(yk)
+    ax.set_title(f"UIPE α trade-off: {result['method']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def extrapolate_run(run_dir: str | Path, alpha: float, out_dir: str | Path | None = None, *, select=None,
+                    group_alphas=None, overwrite: bool = False) -> Path:
+    """Write θ_un + α(θ_un − θ_ini) of a run to disk (default `<run>/uipe/alpha-<α>`): streamed, atomic."""
+    inputs = read_unlearn_run(run_dir)
+    out = Path(out_dir) if out_dir else inputs.run.path / "uipe" / f"alpha-{alpha:g}"
+    base = None if inputs.is_adapter else _model_dir(inputs.theta_ini)
+    return extrapolate_checkpoint(base, inputs.theta_un, out, alpha, select, group_alphas, overwrite=overwrite)
+
+
+def _model_dir(spec: str) -> str:
+    from ..models.loading import resolve_model_path
+
+    where, gguf = resolve_model_path(spec)
+    if gguf:
+        raise ValueError(f"θ_ini {spec!r} is a GGUF file; streaming needs safetensors (convert it first)")
+    if not Path(where).is_dir():
+        raise ValueError(f"θ_ini {spec!r} is not a local directory; download it first (streaming reads local shards)")
+    return where
+
+
+@dataclass
+class ExtrapolateConfig:
+    """`unlearnkit extrapolate`: α search (+ automatic α) over one unlearning run, optionally saving θ_uipe."""
+
+    run: str = field(default="", metadata={"help": "unlearning run directory (θ_ini and θ_un are read from it)"})
+    alphas: str = field(default="0,0.5,1,2", metadata={"help": "comma-separated α values to evaluate"})
+    suite: str = field(default="related", metadata={"help": "fast evaluation: related | tofu"})
+    limit: Optional[int] = field(default=40, metadata={"help": "questions per evaluation set (null: all)"})
+    oracle_stats: Optional[str] = field(default=None, metadata={"help": "suite=tofu: oracle run dir or oracle_stats.json (forget quality)"})
+    tofu_forget: str = field(default="forget01", metadata={"help": "suite=tofu: forget split"})
+    related_people: int = field(default=50, metadata={"help": "suite=related: people in the synthetic set the run used"})
+    related_seed: int = field(default=0, metadata={"help": "suite=related: its seed"})
+    forget_fraction: float = field(default=0.1, metadata={"help": "suite=related: its forget fraction"})
+    max_new_tokens: int = field(default=48, metadata={"help": "generation length for ROUGE"})
+    batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
+    auto: bool = field(default=True, metadata={"help": "also choose α automatically (held-out retain utility rule)"})
+    auto_retain: str = field(default="", metadata={"help": "data spec of the held-out retain slice (default: the run's retain spec)"})
+    auto_n: int = field(default=64, metadata={"help": "records in the held-out retain slice"})
+    tolerance: float = field(default=0.05, metadata={"help": "automatic α: allowed relative drop of retain utility"})
+    alpha_max: float = field(default=8.0, metadata={"help": "automatic α: upper bound"})
+    save: str = field(default="none", metadata={"help": "write θ_uipe to <run>/uipe/alpha-<α>: none | auto | <α>"})
+
+    def settings(self) -> SearchSettings:
+        try:
+            alphas = tuple(float(a) for a in self.alphas.split(",") if a.strip())
+        except ValueError:
+            raise ValueError(f"alphas={self.alphas!r}: expected comma-separated numbers, e.g. 0,0.5,1") from None
+        return SearchSettings(alphas=alphas, suite=self.suite, limit=self.limit, oracle_stats=self.oracle_stats,
+                              tofu_forget=self.tofu_forget, related_people=self.related_people,
+                              related_seed=self.related_seed, forget_fraction=self.forget_fraction,
+                              max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, auto=self.auto,
+                              auto_retain=self.auto_retain, auto_n=self.auto_n, tolerance=self.tolerance,
+                              alpha_max=self.alpha_max)
+
+
+def run_extrapolate(cfg: ExtrapolateConfig, echo=print) -> dict:
+    if not cfg.run:
+        raise ValueError("run=<unlearning run directory> is required")
+    result = alpha_search(cfg.run, cfg.settings(), echo=echo)
+    if cfg.save != "none":
+        alpha = result.get("auto", {}).get("alpha") if cfg.save == "auto" else float(cfg.save)
+        if alpha is None:
+            raise ValueError("save=auto needs auto=true")
+        result["saved"] = str(extrapolate_run(cfg.run, alpha, overwrite=True))
+        echo(f"θ_uipe (α = {alpha:g}) written to {result['saved']}")
+    return result
