@@ -38,3 +38,28 @@ def test_quick_demo_runs(tmp_path):
     assert res.exit_code == 0, res.output
     assert "recall after" in res.output
     assert (tmp_path / "target" / "model" / "model.safetensors").is_file()
+
+
+def test_evaluate_oracle_then_forget_quality(tmp_path, tofu_dir, monkeypatch):
+    """evaluate writes eval/tofu.json with definitions and counts; the oracle's stats feed forget quality."""
+    import json
+
+    from unlearnkit.train.finetune import FinetuneConfig, finetune
+
+    monkeypatch.setenv("UNLEARNKIT_TOFU_DIR", str(tofu_dir))
+    finetune(FinetuneConfig(model="tiny", data="synthetic:train,people=4", run=str(tmp_path / "m"), max_steps=3,
+                            tiny_hidden=32, tiny_layers=1, tiny_vocab=400, precision="fp32", recall_max=-1))
+    common = ["suite=tofu", "limit=6", "max_new_tokens=4", "template=plain"]
+    res = runner.invoke(app, ["evaluate", f"run={tmp_path / 'm'}", "save_oracle_stats=true", *common])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "m" / "eval" / "oracle_stats.json").is_file()
+    missing = runner.invoke(app, ["evaluate", f"run={tmp_path / 'm'}", *common])
+    assert missing.exit_code == 2 and "oracle" in missing.output
+    res = runner.invoke(app, ["evaluate", f"run={tmp_path / 'm'}", f"oracle={tmp_path / 'm'}", *common])
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "m" / "eval" / "tofu.json").read_text())
+    fq = out["metrics"]["forget_quality"]
+    assert fq["value"] == 1.0 and fq["n"] == 6 and fq["definition"]  # same model as its own oracle: identical samples
+    for name, m in out["metrics"].items():
+        assert m["definition"] and "n" in m, name
+    assert "model_utility" in out["metrics"] and "forget_quality" in res.output

@@ -18,8 +18,12 @@ _STEP = re.compile(r"step-(\d+)$")
 
 
 def resolve_model_dir(run_dir: str | Path) -> Path:
-    """The newest complete `checkpoints/step-N` of a run, else the run folder itself if it holds a model."""
+    """The run's final `model/` (or LoRA `adapter/`), else its newest complete `checkpoints/step-N`, else the
+    run folder itself if it holds a model."""
     run_dir = Path(run_dir)
+    for final in ("model", "adapter"):
+        if (run_dir / final / "config.json").is_file() or (run_dir / final / "adapter_config.json").is_file():
+            return run_dir / final
     ck = run_dir / "checkpoints"
     steps = sorted(((int(m.group(1)), p) for p in ck.iterdir() if p.is_dir() and (m := _STEP.match(p.name)))
                    if ck.is_dir() else [])

@@ -134,7 +134,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps)
     collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                              callbacks=[JsonlLogCallback(run)])
+                              processing_class=tok, callbacks=[JsonlLogCallback(run)])
     resume = resume_point(run)
     if resume is not None:
         log.info("resuming from %s", resume)
