@@ -1,0 +1,151 @@
+"""Tables over collected runs: a TOFU-style leaderboard and one table per evaluation suite.
+
+A table is `Table(title, headers, rows)` of display strings; `to_markdown()` renders it, and the HTML report
+renders the same object. Missing values are shown as "–".
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .collect import RunRecord
+
+MISSING = "–"
+
+# (column header, suite, metric name): the TOFU benchmark's columns (arrows: which way is better)
+LEADERBOARD_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("Forget quality ↑", "tofu", "forget_quality"),
+    ("Model utility ↑", "tofu", "model_utility"),
+    ("Forget ROUGE ↓", "tofu", "forget/rouge_l_recall"),
+    ("Forget prob. ↓", "tofu", "forget/probability"),
+    ("Forget truth ratio", "tofu", "forget/truth_ratio"),
+    ("PrivLeak (→0)", "tofu", "privleak"),
+    ("MIA min-k AUC", "tofu", "mia/min_k"),
+    ("Extraction ↓", "tofu", "forget/extraction_strength"),
+    ("Retain ROUGE ↑", "tofu", "retain/rouge_l_recall"),
+)
+IGNORED_PARAM_KEYS = {"run", "method", "report_to", "forget", "data"}  # shown elsewhere (Method, Split)
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+    text_columns: int = 1  # the first N columns are left-aligned text, the rest right-aligned numbers
+
+    def to_markdown(self) -> str:
+        def cell(s: str) -> str:
+            return str(s).replace("|", "\\|").replace("\n", " ")
+
+        aligns = ["---" if i < self.text_columns else "---:" for i in range(len(self.headers))]
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        lines += ["| " + " | ".join(cell(h) for h in self.headers) + " |", "| " + " | ".join(aligns) + " |"]
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def fmt(value: Optional[float], metric: str = "") -> str:
+    """A metric value for display: "–" when missing; p-values (forget quality) in scientific notation when small."""
+    if value is None:
+        return MISSING
+    v = float(value)
+    if metric.endswith("forget_quality") and v != 0 and abs(v) < 0.01:
+        return f"{v:.2e}"
+    if abs(v) >= 1000 or (v != 0 and abs(v) < 1e-3):
+        return f"{v:.2e}"
+    return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def varying_params(records: list[RunRecord]) -> list[str]:
+    """Config keys whose values differ between runs of the same kind (lr, params.beta, seed, ...)."""
+    keys: list[str] = []
+    by_kind: dict[str, list[dict]] = {}
+    for r in records:
+        by_kind.setdefault(r.kind, []).append(_flat(r.config))
+    for flats in by_kind.values():
+        if len(flats) < 2:
+            continue
+        for k in dict.fromkeys(k for f in flats for k in f):
+            if k in IGNORED_PARAM_KEYS or k in keys:
+                continue
+            if len({json.dumps(f[k], default=str) for f in flats if k in f}) > 1:
+                keys.append(k)
+    return keys
+
+
+def _params(r: RunRecord, keys: list[str]) -> str:
+    flat = _flat(r.config)
+    parts = [f"{k.split('.')[-1] if k.startswith('params.') else k}={_short(flat[k])}" for k in keys if k in flat]
+    return ", ".join(parts) or MISSING
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    s = str(v)
+    return s if len(s) <= 32 else "…" + s[-31:]
+
+
+def _sorted(records: list[RunRecord]) -> list[RunRecord]:
+    return sorted(records, key=lambda r: (r.split, r.method, r.name))
+
+
+def leaderboard(records: list[RunRecord]) -> Table:
+    """TOFU-benchmark layout: method, split, forget quality, model utility, forget ROUGE, PrivLeak, ... per run."""
+    keys = varying_params(records)
+    headers = ["Method", "Split", "Run", "Settings"] + [h for h, _, _ in LEADERBOARD_COLUMNS]
+    t = Table("Leaderboard (TOFU metrics)", headers, text_columns=4,
+              note="One row per run; ↑/↓: higher/lower is better; PrivLeak: closer to 0 is better; "
+                   "– : not measured.")
+    for r in _sorted(records):
+        status = "" if r.status != "failed" else " (failed)"
+        t.rows.append([r.method + status, r.split or MISSING, r.name, _params(r, keys)] +
+                      [fmt(r.metric(suite, m), m) for _, suite, m in LEADERBOARD_COLUMNS])
+    return t
+
+
+def suite_tables(records: list[RunRecord]) -> list[Table]:
+    """One table per evaluation suite with every metric it reported (union over runs)."""
+    suites = list(dict.fromkeys(s for r in records for s in r.metrics))
+    tables = []
+    for suite in suites:
+        names = list(dict.fromkeys(m for r in records for m in r.metrics.get(suite, {})))
+        t = Table(f"Suite `{suite}`: all metrics", ["Method", "Run"] + names, text_columns=2)
+        for r in _sorted([r for r in records if suite in r.metrics]):
+            t.rows.append([r.method, r.name] + [fmt(r.metric(suite, m), m) for m in names])
+        tables.append(t)
+    return tables
+
+
+def runs_table(records: list[RunRecord]) -> Table:
+    """Every run: kind, method, seed, status, steps logged, final loss."""
+    t = Table("Runs", ["Run", "Kind", "Method", "Seed", "Status", "Logged steps", "Final loss"], text_columns=5)
+    for r in _sorted(records):
+        losses = [x for x in r.log if isinstance(x.get("loss"), (int, float))]
+        t.rows.append([r.name, r.kind, r.method, MISSING if r.seed is None else str(r.seed),
+                       r.status + (f": {r.error}" if r.error else ""), str(len(losses)),
+                       fmt(losses[-1]["loss"]) if losses else MISSING])
+    return t
+
+
+def all_tables(records: list[RunRecord]) -> list[Table]:
+    return [leaderboard(records), *suite_tables(records), runs_table(records)]
+
+
+def markdown(records: list[RunRecord], title: str = "unlearnkit report") -> str:
+    return f"# {title}\n\n" + "\n".join(t.to_markdown() for t in all_tables(records))
