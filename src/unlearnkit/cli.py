@@ -226,54 +226,6 @@ def report_cmd(args: List[str] = typer.Argument(..., help="run directories (or f
 # --- end sweep and report ------------------------------------------------------------------------------------
 
 
-# --- sweep and report (owner: experiments/sweep.py, report/) ----------------------------------------------
-@app.command("sweep")
-def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweep YAML (see unlearnkit.experiments.sweep)"),
-              overrides: Optional[List[str]] = typer.Argument(None, help="key=value settings of the sweep file"),
-              workers: Optional[int] = typer.Option(None, "--workers", "-j", help="worker processes (spawned)"),
-              emit_commands: bool = typer.Option(False, "--emit-commands", help="print one shell command per run"),
-              dry_run: bool = typer.Option(False, "--dry-run", help="validate and list the runs; run nothing"),
-              only: Optional[List[str]] = typer.Option(None, "--only", help="run only these (name, dir name or index)"),
-              no_report: bool = typer.Option(False, "--no-report", help="skip the report at the end")):
-    """Run a grid or list of runs of one command (+ evaluation), skipping completed ones; then a report.
-    `--emit-commands` prints independent commands for a scheduler instead (e.g. one per Slurm array task)."""
-    from .config import ConfigError
-    from .experiments.sweep import emit_commands as emit, load_sweep, parse_only, run_sweep
-
-    _setup_logging()
-    try:
-        spec = load_sweep(sweep_file, overrides or [])
-        if emit_commands:
-            for line in emit(spec):
-                typer.echo(line)
-            return
-        record = run_sweep(spec, workers=workers, dry_run=dry_run, only=parse_only(only),
-                           report=False if no_report else None, echo=typer.echo)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-    if any(r.get("status") == "failed" for r in record.get("runs", [])):
-        raise typer.Exit(code=1)
-
-
-@app.command("report")
-def report_cmd(args: List[str] = typer.Argument(..., help="run directories (or folders of them), then out=<dir> title=...")):
-    """Tables (CSV/parquet, Markdown leaderboard), plots and a self-contained report.html from run directories."""
-    from .report import build_report
-
-    _setup_logging()
-    opts = dict(a.split("=", 1) for a in args if "=" in a)
-    paths = [a for a in args if "=" not in a]
-    unknown = set(opts) - {"out", "title"}
-    if unknown:
-        _fail(ValueError(f"unknown key(s) {sorted(unknown)}; report takes run directories, out=<dir> and title=..."))
-    try:
-        written = build_report(paths, opts.get("out"), **({"title": opts["title"]} if "title" in opts else {}))
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-    typer.echo(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
-# --- end sweep and report ------------------------------------------------------------------------------------
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     app(args=argv if argv is not None else sys.argv[1:], standalone_mode=True)
