@@ -123,7 +123,8 @@ def test_idk_dpo_caches_forget_and_idk(theta_ini, tmp_path, count_reference_forw
     idk.write_text("I don't know.\n\"No idea, sorry.\"\n{\"answer\": \"I cannot say.\"}\n")
     run = tmp_path / "idk_dpo"
     summary = unlearn(UnlearnConfig(model=theta_ini, method="idk_dpo", idk=str(idk), run=str(run),
-                                    **{**FAST, "max_steps": 2, "save_steps": 0}))
+                                    keep_checkpoints=1, **{**FAST, "max_steps": 2, "save_steps": 1}))
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2], "keep_checkpoints=1 prunes step-1"
     assert summary["reference_cache"]["splits"] == ["forget", "idk"]
     assert summary["reference"]["model"] is None
     assert count_reference_forwards["n"] == 2  # one cache pass per split, none per step

@@ -49,10 +49,22 @@ def promote(staged: Path, checkpoints_dir: Path, step: int) -> Path:
     return final
 
 
+def prune_checkpoints(checkpoints_dir: str | Path, keep: int | None) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints (None: keep all); returns the deleted paths."""
+    if keep is None:
+        return []
+    cks = list_checkpoints(checkpoints_dir)
+    old = [p for _, p in cks[: max(0, len(cks) - max(1, keep))]]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return old
+
+
 class AtomicCheckpointMixin:
     """Mixin for `transformers.Trainer`: save each checkpoint to staging, then promote it.
 
-    `self.args.output_dir` must be the run's `checkpoints/` folder.
+    `self.args.output_dir` must be the run's `checkpoints/` folder. HF's own rotation only sees the staging
+    folder, so `save_total_limit` is applied here, to the promoted `step-N` folders.
     """
 
     def _get_output_dir(self, trial=None):  # noqa: D401 - Trainer hook
@@ -63,4 +75,5 @@ class AtomicCheckpointMixin:
         staged = Path(self.args.output_dir) / STAGING / f"checkpoint-{self.state.global_step}"
         if self.args.should_save:
             promote(staged, Path(self.args.output_dir), self.state.global_step)
+            prune_checkpoints(self.args.output_dir, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()

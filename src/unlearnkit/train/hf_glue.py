@@ -66,10 +66,14 @@ class DivergenceError(RuntimeError):
     pass
 
 
+def diverged(loss: float, bound: float | None) -> bool:
+    """True when the loss is NaN/inf or |loss| > bound."""
+    return not math.isfinite(loss) or (bound is not None and abs(loss) > bound)
+
+
 def check_finite(loss: float, bound: float | None, step: int, last_good: Path | None) -> None:
     """Raise `DivergenceError` when the loss is NaN/inf or beyond `bound`; the last good checkpoint is kept."""
-    bad = not math.isfinite(loss) or (bound is not None and abs(loss) > bound)
-    if bad:
+    if diverged(loss, bound):
         where = f"last good checkpoint kept at {last_good}" if last_good else "no checkpoint had been written yet"
         raise DivergenceError(f"training diverged at step {step}: loss={loss} (bound {bound}); stopped, {where}")
 

@@ -51,7 +51,8 @@ from ..objectives.reference import select_hidden_state
 from ..precision import autocast, resolve_precision
 from ..runs import RunDir, atomic_write_text, open_run, write_json
 from .checkpoints import AtomicCheckpointMixin, last_checkpoint, list_checkpoints
-from .hf_glue import DivergenceError, JsonlLogCallback, check_finite, resume_point, save_model_atomically, training_arguments
+from .hf_glue import (DivergenceError, JsonlLogCallback, check_finite, diverged, resume_point, save_model_atomically,
+                      training_arguments)
 from .reference_cache import model_fingerprint, reference_cache
 from .unlearn_data import (ForgetDataset, RetainStream, UnlearnCollator, idk_records, load_idk_answers,
                            resolve_idk_path)
@@ -181,6 +182,8 @@ class UnlearnTrainer(AtomicCheckpointMixin, Trainer):
             value = bad[:1] if bad.numel() else values[values.abs().argmax()].reshape(1)
         value = float(value.item())
         step = self.state.global_step + 1
+        if not diverged(value, self.loss_bound):
+            return
         try:
             check_finite(value, self.loss_bound, step, last_checkpoint(self.args.output_dir))
         except DivergenceError as exc:
