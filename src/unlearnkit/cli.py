@@ -226,6 +226,26 @@ def report_cmd(args: List[str] = typer.Argument(..., help="run directories (or f
 # --- end sweep and report ------------------------------------------------------------------------------------
 
 
+# --- reveal (owner: reveal/) --------------------------------------------------------------------------------
+@app.command("reveal")
+def reveal_cmd(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
+    """Reveal-and-Release: forget a target given only its name, with self-generated forget data and one
+    orthogonal LoRA round per iteration. `target='entity:Alia Karo' | skill:code | behaviour:toxicity
+    model=<dir|default> scorer=auto|entity|code|toxicity|hf:<id> rounds=3 method=npo` (see RevealConfig)."""
+    from .config import ConfigError, load_config
+    from .data.records import DataError
+    from .reveal.loop import RevealConfig, reveal_and_release
+
+    _setup_logging()
+    try:
+        cfg = load_config(RevealConfig, config, overrides or [])
+        summary = reveal_and_release(cfg)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(summary, indent=2, default=str))
+# --- end reveal ----------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     app(args=argv if argv is not None else sys.argv[1:], standalone_mode=True)

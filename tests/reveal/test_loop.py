@@ -141,3 +141,12 @@ def test_config_errors():
         RevealConfig(target="skill:code", method="grad_diff")
     with pytest.raises(ValueError, match="IdK"):
         RevealConfig(target="skill:code", method="idk_nll")
+
+
+def test_cli_reveal_refuses_a_bad_target():
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    res = CliRunner().invoke(app, ["reveal", "target=Alia", "rounds=1"])
+    assert res.exit_code == 2 and "kind:name" in res.output
