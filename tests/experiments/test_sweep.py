@@ -155,6 +155,10 @@ def test_only_and_dry_run(tmp_path):
     assert [r["status"] for r in rec["runs"]] == ["todo"] * 3 and not (tmp_path / "out").exists()
     rec = run_sweep(s, only=["1"], echo=lambda _: None)  # a Slurm array index
     assert [r["name"] for r in rec["runs"]] == ["x2"] and calls(tmp_path) == [plan(s)[1].dir.name]
+    assert not (tmp_path / "out" / "sweep.json").exists()  # written by the full sweep only
+    rec = run_sweep(s, echo=lambda _: None)
+    assert [r["status"] for r in rec["runs"]] == ["done", "skipped", "done"]
+    assert (tmp_path / "out" / "sweep.json").is_file()
     with pytest.raises(ValueError, match="no such run"):
         run_sweep(s, only=["x9"], echo=lambda _: None)
 

@@ -32,9 +32,9 @@ def _eval(path: Path, suite: str, metrics: dict, settings: dict) -> None:
     (path / "eval" / f"{suite}.json").write_text(json.dumps(body))
 
 
-@pytest.fixture()
-def run_tree(tmp_path) -> Path:
-    root = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def run_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report_fixture") / "runs"
     for i, (name, (method, lr, fq, mu, rouge, pl)) in enumerate(TOFU.items()):
         cfg = {"model": "runs/target/model", "forget": "tofu:forget01", "retain": "tofu:retain99", "method": method,
                "params": {"beta": 0.1}, "lr": lr, "run": str(root / name), "seed": 0}
@@ -79,3 +79,11 @@ def run_tree(tmp_path) -> Path:
     (root / "ga-lr1e-05-aaaa0001" / "checkpoints" / "step-2" / "config.yaml").write_text("kind: nope\n")
     (root / "notes").mkdir()
     return root
+
+
+@pytest.fixture(scope="module")
+def report(run_tree, tmp_path_factory) -> dict:
+    """The report of the whole fixture tree, built once (paths by name: csv, parquet, markdown, html, plot:*)."""
+    from unlearnkit.report import build_report
+
+    return build_report([run_tree], tmp_path_factory.mktemp("report") / "rep")

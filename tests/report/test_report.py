@@ -38,8 +38,8 @@ def test_collect_reads_every_run_and_nothing_else(run_tree):
     assert by["target"].method == "finetune" and by["target"].metrics["related"]["target/probability"] == 0.9
 
 
-def test_leaderboard_markdown_values(run_tree, tmp_path):
-    out = build_report([run_tree], tmp_path / "rep")
+def test_leaderboard_markdown_values(report):
+    out = report
     md = out["markdown"].read_text()
     rows = _md_rows(md, "Leaderboard (TOFU metrics)")
     header, align, body = rows[0], rows[1], rows[2:]
@@ -68,8 +68,8 @@ def test_leaderboard_markdown_values(run_tree, tmp_path):
     assert related[2] == ["finetune", "target", "0.900", "0.750"]
 
 
-def test_table_csv_and_parquet(run_tree, tmp_path):
-    out = build_report([run_tree], tmp_path / "rep")
+def test_table_csv_and_parquet(report):
+    out = report
     with out["csv"].open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 5
@@ -84,10 +84,10 @@ def test_table_csv_and_parquet(run_tree, tmp_path):
         assert t.num_rows == 5 and "tofu/model_utility" in t.column_names
 
 
-def test_every_plot_and_self_contained_html(run_tree, tmp_path):
+def test_every_plot_and_self_contained_html(report):
     from PIL import Image
 
-    out = build_report([run_tree], tmp_path / "rep")
+    out = report
     for name in ("fq_vs_mu", "alpha_curves", "training", "geffect"):
         p = out[f"plot:{name}"]
         assert p.read_bytes()[:8] == PNG_SIGNATURE
@@ -115,6 +115,7 @@ def test_plots_without_data_are_left_out(run_tree, tmp_path):
     assert not any(k.startswith("plot:") for k in out)
     page = out["html"].read_text()
     assert "<img" not in page and "<table>" in page
+    assert "Leaderboard" not in page  # no TOFU metrics anywhere: no empty leaderboard
 
 
 def test_fmt_and_errors(tmp_path):

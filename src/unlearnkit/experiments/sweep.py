@@ -383,7 +383,9 @@ def run_sweep(spec: SweepConfig, *, workers: int | None = None, dry_run: bool = 
               only: Optional[list[str]] = None, echo: Callable[[str], None] = print) -> dict:
     """Validate every run, then run the ones not yet complete; write `<out>/sweep.json` and the report.
 
-    `only`: run just these runs (names, name-hash dir names or 0-based indices), e.g. one Slurm array task.
+    `only`: run just these runs (names, name-hash dir names or 0-based indices), e.g. one Slurm array task
+    (`--only $SLURM_ARRAY_TASK_ID`); it writes neither sweep.json nor the report (several tasks run at once):
+    rerun the whole sweep afterwards, which skips every completed run and writes both.
     """
     runs = plan(spec)
     out = Path(spec.out)
@@ -425,8 +427,11 @@ def run_sweep(spec: SweepConfig, *, workers: int | None = None, dry_run: bool = 
               "runs": [{**r.record(), "status": status.get(r.index) or results[r.index]["status"],
                         **({"error": results[r.index].get("error")} if r.index in results and
                            results[r.index]["status"] == "failed" else {})} for r in runs]}
-    write_json(out / SWEEP_RECORD, record)
     counts = {s: sum(1 for x in record["runs"] if x["status"] == s) for s in ("done", "skipped", "failed")}
+    if only:  # one task of many (e.g. a Slurm array): the full sweep (all skipped) writes the record and report
+        echo(f"sweep --only: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+        return record
+    write_json(out / SWEEP_RECORD, record)
     echo(f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed → {out / SWEEP_RECORD}")
     if spec.report if report is None else report:
         from ..report import build_report

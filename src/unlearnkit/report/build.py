@@ -12,7 +12,7 @@ from ..runs import atomic_write_text
 from .collect import collect_runs, flat_rows, write_table
 from .html import render_html
 from .plots import all_plots
-from .tables import all_tables
+from .tables import all_tables, markdown
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,8 @@ def build_report(paths: Iterable[str | Path], out: str | Path | None = None,
         raise FileNotFoundError(f"no run directories (folders with config.yaml) under {', '.join(map(str, paths))}")
     written: dict[str, Path] = dict(write_table(flat_rows(records), out))
     tables = all_tables(records)
-    md = f"# {title}\n\n" + "\n".join(t.to_markdown() for t in tables)
     written["markdown"] = out / "leaderboard.md"
-    atomic_write_text(written["markdown"], md)
+    atomic_write_text(written["markdown"], markdown(records, title))
     plots = all_plots(records, out / "plots")
     written.update({f"plot:{k}": v for k, v in plots.items()})
     written["html"] = out / "report.html"

@@ -144,8 +144,11 @@ def runs_table(records: list[RunRecord]) -> Table:
 
 
 def all_tables(records: list[RunRecord]) -> list[Table]:
-    return [leaderboard(records), *suite_tables(records), runs_table(records)]
+    """The TOFU leaderboard (when any run has TOFU metrics), one table per suite, and the runs."""
+    board = [leaderboard(records)] if any("tofu" in r.metrics for r in records) else []
+    return [*board, *suite_tables(records), runs_table(records)]
 
 
 def markdown(records: list[RunRecord], title: str = "unlearnkit report") -> str:
+    """The whole Markdown report (what `build_report` writes to leaderboard.md)."""
     return f"# {title}\n\n" + "\n".join(t.to_markdown() for t in all_tables(records))
