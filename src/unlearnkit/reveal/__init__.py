@@ -3,9 +3,12 @@
 The model is prompted with instructions (`instructions`) chosen by a bandit (`neural_ucb`, `bandits`) to
 reveal what it knows about a `Target`; generations are rated by a scorer (`scorers`) damped by n-gram
 novelty (`novelty`) and become forget data; unlearning runs in rounds, one LoRA adapter per round kept
-orthogonal to the earlier ones (`olora`).
+orthogonal to the earlier ones (`olora`). `loop.reveal_and_release(RevealConfig(...))` runs the whole
+iteration (`selfdata` holds one reveal round).
 """
 from .bandits import BanditPolicy, EpsilonGreedy, RandomPolicy
+from .loop import RevealConfig, reveal_and_release
+from .selfdata import RevealSample, forget_records, reveal_round, sample_completions
 from .instructions import (InstructionPool, build_pool, dedupe, embed_instructions, paraphrase, recombine,
                            seed_instructions)
 from .neural_ucb import NeuralUCB, NeuralUCBConfig
@@ -24,4 +27,5 @@ __all__ = [
     "round_adapter_name", "round_adapters", "round_orthogonality_penalty",
     "CodeScorer", "EntityScorer", "HFClassifierScorer", "Scorer", "ToxicityScorer", "available_scorers",
     "get_scorer", "register_scorer", "scorer_for_target", "Target",
+    "RevealConfig", "reveal_and_release", "RevealSample", "forget_records", "reveal_round", "sample_completions",
 ]
