@@ -101,7 +101,7 @@ def test_quick_end_to_end(tmp_path):
     from unlearnkit.experiments.related_knowledge import RelatedKnowledgeConfig, run_related_knowledge
 
     out = tmp_path / "rk"
-    run_related_knowledge(RelatedKnowledgeConfig(out=str(out), quick=True), echo=lambda *_: None)
+    run_related_knowledge(RelatedKnowledgeConfig(out=str(out), quick=True, threads=1), echo=lambda *_: None)
     res = json.loads((out / "results.json").read_text())
     assert {"setup", "finetune", "unlearn", "reconstruction", "gradient_similarity", "uipe", "seconds"} <= set(res)
     assert len(res["reconstruction"]["rows"]) == 5
