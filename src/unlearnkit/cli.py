@@ -246,6 +246,28 @@ def reveal_cmd(overrides: Optional[List[str]] = Overrides, config: Optional[str]
 # --- end reveal ----------------------------------------------------------------------------------------------
 
 
+# --- experiment related-knowledge (owner: experiments/related_knowledge.py) --------------------------------
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments that chain the building blocks.")
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("related-knowledge")
+def related_knowledge_cmd(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
+    """UIPE's design on synthetic people with a tiny model: `out=runs/rk people=50 quick=true threads=1 ...`
+    → <out>/results.json, results.md, plots/*.png and one run directory per sub-run."""
+    from .config import ConfigError, load_config
+    from .data.records import DataError
+    from .experiments.related_knowledge import RelatedKnowledgeConfig, run_related_knowledge
+
+    _setup_logging()
+    try:
+        cfg = load_config(RelatedKnowledgeConfig, config, overrides or [])
+        run_related_knowledge(cfg, echo=typer.echo)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+# --- end experiment related-knowledge ----------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     app(args=argv if argv is not None else sys.argv[1:], standalone_mode=True)

@@ -128,3 +128,17 @@ def test_quick_end_to_end(tmp_path):
     # each sub-run is a normal run directory
     assert (out / "p1" / "config.yaml").is_file() and (out / "unlearn" / "P1-npo" / "unlearn.json").is_file()
     assert (out / "unlearn" / "P1-ga" / "uipe" / "tradeoff.png").is_file()
+
+
+def test_cli_refuses_bad_settings():
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["experiment", "related-knowledge", "bogus=1"])
+    assert res.exit_code == 2 and "bogus" in res.output
+    res = runner.invoke(app, ["experiment", "related-knowledge", "methods=[ga,nope]"])
+    assert res.exit_code == 2 and "nope" in res.output
+    res = runner.invoke(app, ["experiment", "related-knowledge", "utility_floor=2"])
+    assert res.exit_code == 2 and "utility_floor" in res.output

@@ -51,7 +51,7 @@ METHODS = ("ga", "grad_diff", "kl", "npo")
 
 # settings left at None take the preset's value (`quick` for tests and smoke runs, `full` otherwise)
 PRESETS: dict[str, dict[str, Any]] = {
-    "full": dict(people=50, hidden=128, layers=4, vocab=1024, ft_epochs=30.0, ft_lr=2e-3, unlearn_steps=20,
+    "full": dict(people=50, hidden=128, layers=4, vocab=1024, ft_epochs=25.0, ft_lr=2e-3, unlearn_steps=20,
                  unlearn_lr=2e-4, alphas=[0.5, 1.0, 2.0, 4.0], max_extra_steps=200, grad_people=20,
                  eval_retain_people=15, auto_n=64, auto_max_evals=8, max_new_tokens=20),
     "quick": dict(people=6, hidden=64, layers=2, vocab=384, ft_epochs=6.0, ft_lr=3e-3, unlearn_steps=2,
