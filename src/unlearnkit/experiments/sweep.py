@@ -357,9 +357,7 @@ def execute_run(command: str, settings: dict, evaluate: dict, meta: dict) -> dic
                 "summary": summary if isinstance(summary, dict) else None}
         write_json(run_dir / DONE, done)  # last: its presence means the run and its evaluation are complete
         return {**result, "status": "done", "seconds": done["seconds"]}
-    except BaseException as exc:  # noqa: BLE001 - recorded, and the sweep goes on
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+    except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on (Ctrl-C and exits still stop it)
         err = {**meta, "command": command, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
                "seconds": time.time() - t0, "failed": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_json(run_dir / ERROR, err)

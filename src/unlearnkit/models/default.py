@@ -53,6 +53,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

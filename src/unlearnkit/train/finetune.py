@@ -61,6 +61,7 @@ class FinetuneConfig:
     tiny_hidden: int = field(default=256, metadata={"help": "model=tiny: hidden size"})
     tiny_layers: int = field(default=4, metadata={"help": "model=tiny: layers"})
     tiny_vocab: int = field(default=4096, metadata={"help": "model=tiny: tokenizer vocabulary size"})
+    tiny_tokenizer: str = field(default="", metadata={"help": "model=tiny: reuse this tokenizer dir (e.g. the target's, so an oracle tokenises alike)"})
 
     def __post_init__(self):
         for name in ("epochs", "lr", "batch_size", "grad_accum"):
@@ -81,7 +82,7 @@ def _tiny(cfg: FinetuneConfig, records: list[QARecord], run: RunDir):
     """A from-scratch tiny Llama; its tokenizer is trained once on the data and kept in the run dir."""
     from transformers import AutoTokenizer
 
-    tok_dir = run.path / "tokenizer"
+    tok_dir = Path(cfg.tiny_tokenizer) if cfg.tiny_tokenizer else run.path / "tokenizer"
     if tok_dir.is_dir():
         tok = AutoTokenizer.from_pretrained(tok_dir)
     else:

@@ -93,6 +93,7 @@ def save_model_atomically(model, tokenizer, out_dir: Path) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

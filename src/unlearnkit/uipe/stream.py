@@ -124,6 +124,7 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = False, protect: tup
             if f.is_file() and f.suffix != ".safetensors":  # writer already fsynced the shards
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
