@@ -1,14 +1,29 @@
-"""`unlearnkit demo`: the end-to-end offline demo on the default SmolLM2 (or a tiny model with `quick`).
+"""`unlearnkit demo`: the end-to-end offline demo on the default SmolLM2 (a tiny model with `quick`).
 
-Stage 1 (foundation): build a synthetic people set, fine-tune the target model on it and report
-exact-match recall of the answers before and after.
+1. build a synthetic related-knowledge set (fictitious people; the last `forget_fraction` are forgotten);
+2. fine-tune the target model on everyone and the retain oracle on the retain people only;
+3. unlearn the forget people's target facts with GA, GradDiff and NPO;
+4. apply UIPE to each with the automatic α (held-out retain utility rule) and write θ_uipe;
+5. evaluate every model with the TOFU metrics on the synthetic sets (forget targets vs oracle → forget
+   quality; retain people, world facts and TOFU's real authors → model utility; unseen people as MIA
+   non-members) and the related-knowledge probe (targets / related facts / multi-hop questions);
+6. write the report (tables, plots, a self-contained HTML page) and print the summary table.
+
+Every step writes a normal run directory under `out`, so `unlearnkit report` can redo the report and a
+rerun skips finished steps.
 """
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.collate import PromptFormat
+from ..data.synthetic import generate_related_knowledge
+from ..data.tofu import default_local_dir, load_tofu
+from ..runs import open_run, write_json
 from ..train.finetune import FinetuneConfig, finetune
 
 
@@ -17,36 +32,181 @@ class DemoConfig:
     """End-to-end demo settings."""
 
     out: str = field(default="runs/demo", metadata={"help": "folder for the demo's run directories"})
-    quick: bool = field(default=False, metadata={"help": "tiny from-scratch model instead of SmolLM2 (about a minute)"})
-    people: int = field(default=50, metadata={"help": "synthetic people"})
+    quick: bool = field(default=False, metadata={"help": "tiny from-scratch model instead of SmolLM2 (a few minutes)"})
+    people: int = field(default=30, metadata={"help": "synthetic people"})
+    forget_fraction: float = field(default=0.1, metadata={"help": "share of people to forget"})
     seed: int = field(default=0, metadata={"help": "seed for data and training"})
-    epochs: float = field(default=4.0, metadata={"help": "fine-tuning epochs (SmolLM2)"})
+    epochs: float = field(default=3.0, metadata={"help": "fine-tuning epochs (SmolLM2)"})
     lr: float = field(default=2e-4, metadata={"help": "fine-tuning learning rate (SmolLM2)"})
-    recall_sample: int = field(default=120, metadata={"help": "records used for the recall figure (0: all)"})
+    methods: list[str] = field(default_factory=lambda: ["ga", "grad_diff", "npo"], metadata={"help": "unlearning methods"})
+    unlearn_steps: int = field(default=12, metadata={"help": "unlearning optimizer steps per method"})
+    unlearn_lr: float = field(default=2e-5, metadata={"help": "unlearning learning rate (SmolLM2)"})
+    uipe: bool = field(default=True, metadata={"help": "apply UIPE with the automatic α"})
+    tolerance: float = field(default=0.05, metadata={"help": "automatic α: allowed relative drop of retain utility"})
+    retain_eval: int = field(default=40, metadata={"help": "retain questions in the evaluation"})
+    max_new_tokens: int = field(default=40, metadata={"help": "generation length for ROUGE"})
+    recall_sample: int = field(default=120, metadata={"help": "records used for the fine-tuning recall figure (0: all)"})
 
 
-def target_config(cfg: DemoConfig) -> FinetuneConfig:
-    data = f"synthetic:train,people={cfg.people},seed={cfg.seed}"
-    run = str(Path(cfg.out) / "target")
+@dataclass
+class _Plan:
+    data: str
+    retain: str
+    forget: str
+    fmt: PromptFormat
+
+
+def _plan(cfg: DemoConfig) -> _Plan:
+    opts = f"people={cfg.people},seed={cfg.seed},forget_fraction={cfg.forget_fraction}"
+    fmt = PromptFormat(template="plain") if cfg.quick else PromptFormat()
+    return _Plan(f"synthetic:train,{opts}", f"synthetic:retain,{opts}", f"synthetic:forget,{opts}", fmt)
+
+
+def finetune_config(cfg: DemoConfig, data: str, run: Path, recall: bool, tokenizer: Path | None = None) -> FinetuneConfig:
+    recall_max = cfg.recall_sample if recall else -1
     if cfg.quick:
-        return FinetuneConfig(model="tiny", data=data, run=run, epochs=40, lr=2e-3, batch_size=16, warmup=0.05,
-                              tiny_hidden=128, tiny_layers=2, tiny_vocab=1024, precision="fp32",
-                              keep_checkpoints=1, recall_before=True, recall_max=cfg.recall_sample, seed=cfg.seed)
-    return FinetuneConfig(model="default", data=data, run=run, epochs=cfg.epochs, lr=cfg.lr, batch_size=16,
-                          warmup=0.05, keep_checkpoints=1, recall_before=True, recall_max=cfg.recall_sample,
-                          seed=cfg.seed)
+        return FinetuneConfig(model="tiny", data=data, run=str(run), epochs=40, lr=2e-3, batch_size=16, warmup=0.05,
+                              tiny_hidden=128, tiny_layers=2, tiny_vocab=1024, precision="fp32", keep_checkpoints=1,
+                              recall_before=recall, recall_max=recall_max, seed=cfg.seed,
+                              tiny_tokenizer=str(tokenizer) if tokenizer else "")
+    return FinetuneConfig(model="default", data=data, run=str(run), epochs=cfg.epochs, lr=cfg.lr, batch_size=16,
+                          warmup=0.05, keep_checkpoints=1, recall_before=recall, recall_max=recall_max, seed=cfg.seed)
+
+
+def eval_records(cfg: DemoConfig) -> dict:
+    """The evaluation sets, TOFU roles filled with synthetic data (real authors from TOFU when available)."""
+    ds = generate_related_knowledge(cfg.people, cfg.seed)
+    forget_ids, retain_ids = ds.split(cfg.forget_fraction)
+    unseen = generate_related_knowledge(max(2, len(forget_ids)), cfg.seed + 1000)
+    records = {
+        "forget": ds.records(kinds=("target",), people=forget_ids),
+        "retain": ds.records(kinds=("target", "related", "unrelated"), people=retain_ids)[: cfg.retain_eval],
+        "world_facts": ds.world_records(),
+        "holdout": unseen.records(kinds=("target",)),
+    }
+    if default_local_dir() is not None:
+        records["real_authors"] = load_tofu("real_authors_perturbed")
+    return records
+
+
+def evaluate_model(run_dir: Path, cfg: DemoConfig, fmt: PromptFormat, oracle: Path | None, model=None, tok=None) -> dict:
+    """TOFU-style metrics on the synthetic sets + the related-knowledge probe, written to the run's eval/."""
+    from ..eval.suite import evaluate_run
+
+    records = eval_records(cfg)
+    sets = tuple(s for s in ("forget", "retain", "real_authors", "world_facts") if s in records)
+    kw = dict(batch_size=32, max_new_tokens=cfg.max_new_tokens, fmt=fmt)
+    if oracle is None:
+        tofu = evaluate_run(run_dir, "tofu", "synthetic", model=model, tokenizer=tok, save_oracle_stats=True,
+                            records=records, sets=sets, **kw)
+    else:
+        tofu = evaluate_run(run_dir, "tofu", "synthetic", model=model, tokenizer=tok,
+                            oracle_stats=oracle / "eval" / "oracle_stats.json", records=records, sets=sets, **kw)
+    related = evaluate_run(run_dir, "related", model=model, tokenizer=tok, related_people=cfg.people,
+                           related_seed=cfg.seed, forget_fraction=cfg.forget_fraction, related_who="forget", **kw)
+    return {**tofu, **{f"related/{k}": v for k, v in related.items()}}
+
+
+def unlearn_config(cfg: DemoConfig, plan: _Plan, method: str, target: Path, run: Path):
+    from ..train.unlearn import UnlearnConfig
+
+    common = dict(model=str(target / "model"), forget=plan.forget, retain=plan.retain, method=method, run=str(run),
+                  max_steps=cfg.unlearn_steps, forget_batch_size=4, retain_batch_size=4, grad_accum=1,
+                  save_steps=max(1, cfg.unlearn_steps // 3), seed=cfg.seed, template=plan.fmt.template)
+    if cfg.quick:
+        return UnlearnConfig(lr=1e-3, precision="fp32", **common)
+    return UnlearnConfig(lr=cfg.unlearn_lr, **common)
+
+
+def _done(run: Path) -> bool:
+    return (run / "eval" / "related.json").is_file() and (run / "eval" / "tofu.json").is_file()
 
 
 def run_demo(cfg: DemoConfig, echo=print) -> dict:
     t0 = time.time()
-    tcfg = target_config(cfg)
-    echo(f"[1/1] fine-tuning the target model ({tcfg.model}) on {cfg.people} synthetic people -> {tcfg.run}")
-    summary = finetune(tcfg)
-    summary["demo_seconds"] = time.time() - t0
+    out = Path(cfg.out)
+    plan = _plan(cfg)
+    n_steps = 4 + len(cfg.methods) * (2 if cfg.uipe else 1)
+    step = iter(range(1, n_steps + 1))
+    model_name = "a tiny from-scratch Llama" if cfg.quick else "SmolLM2-135M-Instruct"
+
+    echo(f"[{next(step)}/{n_steps}] fine-tuning the target ({model_name}) on {cfg.people} synthetic people")
+    target = out / "target"
+    summary = finetune(finetune_config(cfg, plan.data, target, recall=True))
+    echo(f"        recall before {summary.get('recall_before', float('nan')):.1%} -> after "
+         f"{summary.get('recall_after', float('nan')):.1%} ({summary['steps']} steps, {summary['train_seconds']:.0f}s)")
+
+    echo(f"[{next(step)}/{n_steps}] fine-tuning the retain oracle (never sees the forget people)")
+    oracle = out / "oracle"
+    finetune(finetune_config(cfg, plan.retain, oracle, recall=False, tokenizer=target / "model"))
+
+    echo(f"[{next(step)}/{n_steps}] evaluating the target and the oracle")
+    for run in (oracle, target):
+        if not _done(run):
+            evaluate_model(run, cfg, plan.fmt, None if run == oracle else oracle)
+
+    from ..train.unlearn import unlearn
+    from ..uipe.search import SearchSettings, alpha_search, extrapolate_run
+
+    for method in cfg.methods:
+        run = out / f"unlearn-{method}"
+        echo(f"[{next(step)}/{n_steps}] unlearning with {method} ({cfg.unlearn_steps} steps) and evaluating")
+        unlearn(unlearn_config(cfg, plan, method, target, run))
+        if not _done(run):
+            evaluate_model(run, cfg, plan.fmt, oracle)
+        if cfg.uipe:
+            echo(f"[{next(step)}/{n_steps}] UIPE on {method}: automatic α, then evaluating θ_uipe")
+            uipe_run = out / f"uipe-{method}"
+            if not _done(uipe_run):
+                s = SearchSettings(alphas=(0.0,), suite="related", related_people=cfg.people, related_seed=cfg.seed,
+                                   forget_fraction=cfg.forget_fraction, max_new_tokens=cfg.max_new_tokens,
+                                   auto=True, auto_retain=plan.retain, tolerance=cfg.tolerance, limit=10)
+                res = alpha_search(run, s, echo=lambda m: echo("        " + m))
+                alpha = res["auto"]["alpha"]
+                model_dir = extrapolate_run(run, alpha, uipe_run / "model", overwrite=True)
+                rd = open_run(uipe_run)
+                rd.write_config("extrapolate", {"base_run": str(run), "method": method, "alpha": alpha,
+                                                "alpha_rule": res["auto"]["rule"], "model": str(model_dir)}, cfg.seed)
+                write_json(uipe_run / "uipe.json", {"method": method, "alpha": alpha, "auto": res["auto"]})
+                evaluate_model(uipe_run, cfg, plan.fmt, oracle)
+
+    echo(f"[{next(step)}/{n_steps}] writing the report")
+    from ..report import build_report
+
+    report = build_report([out], out / "report", title="unlearnkit demo")["html"]
+    table = summary_table(out)
     echo("")
-    echo(f"exact-match recall before fine-tuning: {summary.get('recall_before', float('nan')):.1%}")
-    echo(f"exact-match recall after fine-tuning:  {summary.get('recall_after', float('nan')):.1%}")
-    echo(f"records: {summary['records']}, steps: {summary['steps']}, train time: {summary['train_seconds']:.0f}s, "
-         f"total: {summary['demo_seconds']:.0f}s")
-    echo(f"model: {Path(tcfg.run) / 'model'}")
-    return summary
+    echo(table)
+    echo("")
+    total = time.time() - t0
+    echo(f"demo finished in {total / 60:.1f} min; HTML report: {report}")
+    write_json(out / "demo.json", {"seconds": total, "finetune": summary, "report": str(report)})
+    return {"seconds": total, "finetune": summary, "report": str(report), "table": table}
+
+
+SUMMARY_COLUMNS = (("forget_quality", "FQ"), ("model_utility", "MU"), ("forget/rouge_l_recall", "forget ROUGE"),
+                   ("related/target/probability", "target P"), ("related/related/probability", "related P"),
+                   ("related/multihop/probability", "multi-hop P"), ("mia/privleak", "PrivLeak"))
+
+
+def summary_table(out: Path) -> str:
+    """A Markdown table of the demo's runs, read back from their eval/*.json files."""
+    rows = []
+    for run in sorted(p for p in Path(out).iterdir() if (p / "eval" / "tofu.json").is_file()):
+        tofu = json.loads((run / "eval" / "tofu.json").read_text())["metrics"]
+        related = json.loads((run / "eval" / "related.json").read_text())["metrics"]
+        merged = {**tofu, **{f"related/{k}": v for k, v in related.items()}}
+        extra = ""
+        if (run / "uipe.json").is_file():
+            extra = f" (α={json.loads((run / 'uipe.json').read_text())['alpha']:.2g})"
+        rows.append([run.name + extra] + [_fmt(merged.get(k, {}).get("value")) for k, _ in SUMMARY_COLUMNS])
+    head = ["run"] + [h for _, h in SUMMARY_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e3 else f"{v:.3f}"

@@ -73,7 +73,7 @@ def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> Unle
     if theta_un is None or not Path(theta_un).is_dir():
         raise FileNotFoundError(f"{run.path}: no final model/, adapter/ or checkpoint to extrapolate")
     return UnlearnRunInputs(run=run, theta_ini=str(theta_ini), theta_un=Path(theta_un), method=cfg.get("method", "?"),
-                            forget=cfg.get("forget", ""), retain=inputs.get("retain", cfg.get("retain", "")),
+                            forget=cfg.get("forget", ""), retain=inputs.get("retain") or cfg.get("retain") or "",
                             template=cfg.get("template", "auto"), masking=cfg.get("masking", "exact"),
                             max_length=int(cfg.get("max_length", 256)),
                             is_adapter=(Path(theta_un) / "adapter_config.json").is_file())
