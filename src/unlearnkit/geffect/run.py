@@ -229,7 +229,8 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
         log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, record.get("kind"))
     method = method or cfg.get("method")
     params = dict(cfg.get("params") or {}) if params is None else dict(params)
-    model_spec = model or cfg.get("model")
+    # θ_ini: the trainer records its resolved path under `inputs` (config.model may be relative to another cwd)
+    model_spec = model or (record.get("inputs") or {}).get("theta_ini") or cfg.get("model")
     forget, retain = forget or cfg.get("forget"), retain or cfg.get("retain")
     missing = [n for n, v in (("method", method), ("model", model_spec), ("forget", forget), ("retain", retain)) if not v]
     if missing:
