@@ -196,7 +196,7 @@ def summary_table(out: Path) -> str:
     rows = []
     order = {"target": 0, "oracle": 1}
     runs = sorted((p for p in Path(out).iterdir() if (p / "eval" / "tofu.json").is_file()),
-                  key=lambda p: (order.get(p.name, 2), p.name.split("-", 1)[-1], p.name))
+                  key=lambda p: (order.get(p.name, 2), p.name.split("-", 1)[-1], not p.name.startswith("unlearn")))
     for run in runs:
         tofu = json.loads((run / "eval" / "tofu.json").read_text())["metrics"]
         related = json.loads((run / "eval" / "related.json").read_text())["metrics"]
