@@ -52,7 +52,7 @@ METHODS = ("ga", "grad_diff", "kl", "npo")
 # settings left at None take the preset's value (`quick` for tests and smoke runs, `full` otherwise)
 PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(people=50, hidden=128, layers=4, vocab=1024, ft_epochs=25.0, ft_lr=2e-3, unlearn_steps=20,
-                 unlearn_lr=2e-4, alphas=[0.5, 1.0, 2.0, 4.0], max_extra_steps=200, grad_people=20,
+                 unlearn_lr=1e-4, alphas=[0.25, 0.5, 1.0, 2.0], max_extra_steps=200, grad_people=20,
                  eval_retain_people=15, auto_n=64, auto_max_evals=8, max_new_tokens=20),
     "quick": dict(people=6, hidden=64, layers=2, vocab=384, ft_epochs=6.0, ft_lr=3e-3, unlearn_steps=2,
                   unlearn_lr=5e-4, alphas=[1.0], max_extra_steps=3, grad_people=2, eval_retain_people=2,
@@ -448,11 +448,19 @@ def uipe_for_method(cfg: RelatedKnowledgeConfig, run_dir: Path, probe: Probe, sp
 
 # -- main path ---------------------------------------------------------------------------------------------------
 def run_related_knowledge(cfg: RelatedKnowledgeConfig, echo: Callable[[str], Any] = print) -> dict:
-    from ..uipe.gradient_similarity import RELATIONS, gradient_cosines, relation_pairs, similarity_table
-
     cfg = cfg.resolved()
+    threads = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, echo)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: RelatedKnowledgeConfig, echo) -> dict:
+    from ..uipe.gradient_similarity import RELATIONS, gradient_cosines, relation_pairs, similarity_table
+
     t0 = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
