@@ -76,7 +76,8 @@ def _rounds_metrics(cfg: RevealConfig, forget, utility, values) -> list[dict]:
     for r in summary["rounds"]:
         k = r["round"]
         rdir = run.path / "rounds" / f"round-{k}"
-        texts = [x.answer for x in read_qa_jsonl(rdir / "forget.jsonl")] if (rdir / "forget.jsonl").is_file() else []
+        f = rdir / "forget.jsonl"
+        texts = [x.answer for x in read_qa_jsonl(f)] if f.is_file() and f.stat().st_size else []
         seen += texts
         row = {"round": k, "mean_score": r["mean_score"], "n_forget": r["n_forget"],
                "coverage": coverage(values, texts), "coverage_cum": coverage(values, seen), "trained": r["trained"]}
@@ -117,13 +118,13 @@ def entity_part(out: Path, people: int, rounds: int, steps: int, pulls: int, see
     base = qa_metrics(base_model, tok, forget, utility)
     del base_model
 
-    common = dict(target=f"entity:{name}", model=model_dir, method="npo", params={"beta": 0.1}, lr=3e-3,
+    common = dict(target=f"entity:{name}", model=model_dir, method="npo", params={"beta": 0.1}, lr=1e-3,
                   batch_size=8, lora_r=8, samples=4, max_new_tokens=32, n_recombined=30, score_threshold=0.2,
                   stop_score=0.02, precision="fp32", seed=seed, export=False)
-    rr_cfg = RevealConfig(run=str(out / "reveal"), rounds=rounds, steps=steps, pulls=pulls, ortho_weight=0.5, **common)
+    rr_cfg = RevealConfig(run=str(out / "reveal_lr1e-3"), rounds=rounds, steps=steps, pulls=pulls, ortho_weight=0.5, **common)
     reveal_and_release(rr_cfg)
     rr = _rounds_metrics(rr_cfg, forget, utility, values)
-    rand_cfg = RevealConfig(run=str(out / "random_1round"), rounds=1, steps=steps * rounds, pulls=pulls * rounds,
+    rand_cfg = RevealConfig(run=str(out / "random_1round_lr1e-3"), rounds=1, steps=steps * rounds, pulls=pulls * rounds,
                             bandit="random", **common)
     reveal_and_release(rand_cfg)
     rnd = _rounds_metrics(rand_cfg, forget, utility, values)
@@ -131,11 +132,11 @@ def entity_part(out: Path, people: int, rounds: int, steps: int, pulls: int, see
     true_path = out / "true_forget.jsonl"
     write_qa_jsonl(forget, true_path)
     un_cfg = UnlearnConfig(model=model_dir, forget=str(true_path), method="npo", params={"beta": 0.1},
-                           run=str(out / "true_data_npo"), lora=True, lora_r=8, lora_alpha=16, lr=3e-3,
+                           run=str(out / "true_data_npo_lr1e-3"), lora=True, lora_r=8, lora_alpha=16, lr=1e-3,
                            max_steps=steps * rounds, forget_batch_size=8, grad_accum=1, precision="fp32",
                            template="plain", save_steps=10_000, logging_steps=5, seed=seed, weight_decay=0.0)
     unlearn(un_cfg)
-    m, tok = load_model(str(out / "true_data_npo" / "adapter"))
+    m, tok = load_model(str(out / "true_data_npo_lr1e-3" / "adapter"))
     true_row = qa_metrics(m, tok, forget, utility)
 
     rows = [{"setting": "θ_ini (before)", **base}]
@@ -156,8 +157,8 @@ def smollm_part(out: Path, seed: int = 0) -> list[dict]:
     for target in ("skill:code", "behaviour:toxicity"):
         t0 = time.time()
         kind, name = target.split(":")
-        cfg = RevealConfig(target=target, model="default", run=str(out / f"smollm_{name}"), rounds=1, pulls=6,
-                           samples=2, max_new_tokens=40, n_recombined=6, steps=8, batch_size=4, lr=3e-4,
+        cfg = RevealConfig(target=target, model="default", run=str(out / f"smollm_{name}"), rounds=1, pulls=4,
+                           samples=2, max_new_tokens=32, n_recombined=6, steps=6, batch_size=4, lr=3e-4,
                            method="npo", params={"beta": 0.1}, score_threshold=0.3, stop_score=0.0, seed=seed,
                            export=False, lora_r=8)
         from ..reveal.target import Target
@@ -167,7 +168,7 @@ def smollm_part(out: Path, seed: int = 0) -> list[dict]:
         model, tok = load_model("default")
 
         def measure(m):
-            gens = generate_answers(m, tok, probe, fmt, max_new_tokens=40, batch_size=8)
+            gens = generate_answers(m, tok, probe, fmt, max_new_tokens=32, batch_size=8)
             lp = [s.answer.mean_lp for s in score_records(m, tok, world, fmt, fields=("answer",))]
             return sum(score_texts(scorer, gens)) / len(gens), probability(lp).value
 
@@ -207,7 +208,7 @@ def main(argv=None) -> dict:
     results = {"entity": ent}
     if not args.skip_smollm:
         sm = smollm_part(out)
-        print("\n== Part 2: SmolLM2-135M-Instruct, 1 round (6 pulls x 2 samples, 8 steps) ==")
+        print("\n== Part 2: SmolLM2-135M-Instruct, 1 round (4 pulls x 2 samples, 6 steps) ==")
         print(table(sm, ["target", "score_before", "score_after", "reveal_mean_score", "n_forget",
                          "utility_before", "utility_after", "seconds"]))
         results["smollm"] = sm
