@@ -155,7 +155,7 @@ def extrapolate(overrides: Optional[List[str]] = Overrides, config: Optional[str
     _setup_logging()
     try:
         cfg = load_config(ExtrapolateConfig, config, overrides or [])
-        result = run_extrapolate(cfg, echo=typer.echo)
+        run_extrapolate(cfg, echo=typer.echo)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     typer.echo(f"table: {Path(cfg.run) / 'uipe' / 'alpha_search.csv'}; plot: {Path(cfg.run) / 'uipe' / 'tradeoff.png'}")

@@ -19,10 +19,6 @@ def flat_grad(model, loss):
                       for g, p in zip(grads, params)])
 
 
-def one_batch(batches):
-    return make_slices_from(batches)
-
-
 def brute_force(model, objective, slices, ref):
     """Authors-style: separate passes, full flattened gradients, one big dot product."""
     f, r = slices.forget[0], slices.retain[0]

@@ -115,7 +115,7 @@ def _tag_authors(split: str, records: list[QARecord]) -> None:
     offset = None
     if split == "full" or re.fullmatch(r"retain\d\d", split):
         offset = 0
-    elif m := re.fullmatch(r"forget(\d\d)(_perturbed)?", split):
+    elif re.fullmatch(r"forget(\d\d)(_perturbed)?", split):
         offset = N_AUTHORS * QA_PER_AUTHOR - forget_size(split)
     for i, rec in enumerate(records):
         rec.tags.setdefault("split", split)

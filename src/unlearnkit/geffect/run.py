@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 

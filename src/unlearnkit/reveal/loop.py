@@ -245,10 +245,10 @@ def _load_pool(run: RunDir, cfg: RevealConfig, target: Target, model, tok, fmt: 
         pool = InstructionPool()
         pool.texts, pool.origins = list(data["texts"]), list(data["origins"])
         return pool
-    gen = None
-    if cfg.paraphrases:
-        def gen(prompts):
-            return [sample_completions(model, tok, p, 1, fmt, cfg.temperature, cfg.top_p, 32)[0][0] for p in prompts]
+    def paraphrase_with_model(prompts):
+        return [sample_completions(model, tok, p, 1, fmt, cfg.temperature, cfg.top_p, 32)[0][0] for p in prompts]
+
+    gen = paraphrase_with_model if cfg.paraphrases else None
     pool = build_pool(target, n_recombined=cfg.n_recombined, seed=cfg.seed, generate_fn=gen,
                       n_paraphrases=max(cfg.paraphrases, 1))
     write_json(path, {"texts": pool.texts, "origins": pool.origins})

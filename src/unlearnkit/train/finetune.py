@@ -7,7 +7,6 @@ Killing a run and rerunning the same command resumes from the last complete chec
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ..models.lora import LoraSettings, apply_lora
 from ..models.tiny import tiny_llama, train_tokenizer
 from ..runs import RunDir, open_run, write_json
 from .checkpoints import AtomicCheckpointMixin
-from .hf_glue import JsonlLogCallback, resume_point, save_model_atomically, training_arguments
+from .hf_glue import JsonlLogCallback, save_model_atomically, train_resuming, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +135,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                               processing_class=tok, callbacks=[JsonlLogCallback(run)])
-    resume = resume_point(run)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-        summary["resumed_from"] = str(resume)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    summary["train_seconds"] = time.time() - t0
-    summary["train_loss"] = result.training_loss
-    summary["steps"] = trainer.state.global_step
+    resume = train_resuming(trainer, run, summary)
     if cfg.lora:
         model = model.merge_and_unload()
     if summary["steps"] and summary["train_seconds"]:

@@ -84,6 +84,23 @@ def resume_point(run: RunDir) -> Path | None:
     return last_checkpoint(run.checkpoints)
 
 
+def train_resuming(trainer, run: RunDir, summary: dict) -> Path | None:
+    """Train from the last complete checkpoint (if any); record resume point, time, loss and steps in `summary`."""
+    import logging
+    import time
+
+    resume = resume_point(run)
+    if resume is not None:
+        logging.getLogger(__name__).info("resuming from %s", resume)
+        summary["resumed_from"] = str(resume)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    summary["train_seconds"] = time.time() - t0
+    summary["train_loss"] = result.training_loss
+    summary["steps"] = trainer.state.global_step
+    return resume
+
+
 def save_model_atomically(model, tokenizer, out_dir: Path) -> Path:
     """save_pretrained (safetensors) into a temp dir, then rename into place."""
     out_dir = Path(out_dir)

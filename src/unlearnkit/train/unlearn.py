@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -51,7 +50,7 @@ from ..objectives.reference import select_hidden_state
 from ..precision import autocast, resolve_precision
 from ..runs import RunDir, atomic_write_text, open_run, write_json
 from .checkpoints import AtomicCheckpointMixin, last_checkpoint, list_checkpoints
-from .hf_glue import (DivergenceError, JsonlLogCallback, check_finite, diverged, resume_point, save_model_atomically,
+from .hf_glue import (DivergenceError, JsonlLogCallback, check_finite, diverged, save_model_atomically, train_resuming,
                       training_arguments)
 from .reference_cache import model_fingerprint, reference_cache
 from .unlearn_data import (ForgetDataset, RetainStream, UnlearnCollator, idk_records, load_idk_answers,
@@ -408,15 +407,7 @@ def unlearn(cfg: UnlearnConfig) -> dict:
         data_collator=UnlearnCollator(tok.pad_token_id), processing_class=tok, callbacks=[JsonlLogCallback(run)],
         objective=objective, reference=reference, retain=retain, loss_bound=cfg.loss_bound,
         keep_optimizer=cfg.keep_optimizer, run=run)
-    resume = resume_point(run)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-        summary["resumed_from"] = str(resume)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    summary["train_seconds"] = time.time() - t0
-    summary["train_loss"] = result.training_loss
-    summary["steps"] = trainer.state.global_step
+    train_resuming(trainer, run, summary)
     summary["checkpoints"] = [p.name for _, p in list_checkpoints(run.checkpoints)]
 
     # 5. final model (full) or adapter (LoRA), then the summary (its presence marks the run finished)

@@ -14,14 +14,12 @@ chosen α can be written with `extrapolate_run` (streaming for full checkpoints,
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import torch
 
 from ..data.collate import PromptFormat
 from ..runs import RunDir, open_run, write_json
