@@ -34,11 +34,11 @@ class DemoConfig:
 
     out: str = field(default="runs/demo", metadata={"help": "folder for the demo's run directories"})
     quick: bool = field(default=False, metadata={"help": "tiny from-scratch model instead of SmolLM2 (a few minutes)"})
-    people: int = field(default=30, metadata={"help": "synthetic people"})
+    people: int = field(default=20, metadata={"help": "synthetic people"})
     forget_fraction: float = field(default=0.1, metadata={"help": "share of people to forget"})
     seed: int = field(default=0, metadata={"help": "seed for data and training"})
-    epochs: float = field(default=3.0, metadata={"help": "fine-tuning epochs (SmolLM2)"})
-    lr: float = field(default=2e-4, metadata={"help": "fine-tuning learning rate (SmolLM2)"})
+    epochs: float = field(default=4.0, metadata={"help": "fine-tuning epochs (SmolLM2)"})
+    lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (SmolLM2)"})
     methods: list[str] = field(default_factory=lambda: ["ga", "grad_diff", "npo"], metadata={"help": "unlearning methods"})
     unlearn_steps: int = field(default=12, metadata={"help": "unlearning optimizer steps per method"})
     unlearn_lr: float = field(default=2e-5, metadata={"help": "unlearning learning rate (SmolLM2)"})
@@ -46,7 +46,7 @@ class DemoConfig:
     tolerance: float = field(default=0.05, metadata={"help": "automatic α: allowed relative drop of retain utility"})
     retain_eval: int = field(default=40, metadata={"help": "retain questions in the evaluation"})
     max_new_tokens: int = field(default=40, metadata={"help": "generation length for ROUGE"})
-    recall_sample: int = field(default=120, metadata={"help": "records used for the fine-tuning recall figure (0: all)"})
+    recall_sample: int = field(default=80, metadata={"help": "records used for the fine-tuning recall figure (0: all)"})
 
 
 @dataclass
