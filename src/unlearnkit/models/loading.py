@@ -31,6 +31,15 @@ def _check_local_dir(path: Path, allow_pickle: bool) -> None:
         raise ModelSpecError(f"{path}: no weights found (expected *.safetensors)")
 
 
+def strip_gguf_marker(model) -> None:
+    """A GGUF-loaded model is already de-quantised to fp32, but transformers refuses to save it while it
+    carries the quantisation marker; drop the marker."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
 def resolve_model_path(spec: str) -> tuple[str, str | None]:
     """Map a spec to (from_pretrained path or id, gguf file name or None)."""
     if spec in default_model.ALIASES:
@@ -78,10 +87,7 @@ def load_model(spec: str, dtype: torch.dtype | str = torch.float32, allow_pickle
         kwargs["use_safetensors"] = True
     model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     if gguf:
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        strip_gguf_marker(model)
     tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from ..precision import resolve_precision
-from ..runs import RunDir
+from ..runs import RunDir, save_model_atomically  # noqa: F401  (re-exported for the trainers)
 from .checkpoints import clean_staging, last_checkpoint
 
 
@@ -99,21 +96,3 @@ def train_resuming(trainer, run: RunDir, summary: dict) -> Path | None:
     summary["train_loss"] = result.training_loss
     summary["steps"] = trainer.state.global_step
     return resume
-
-
-def save_model_atomically(model, tokenizer, out_dir: Path) -> Path:
-    """save_pretrained (safetensors) into a temp dir, then rename into place."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
