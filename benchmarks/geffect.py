@@ -6,10 +6,12 @@ Ours (`compute_geffect`): one forward pass of the forget batch serves L_u and R(
 one retain forward, dot products per parameter on the device with risk gradients freed as they land, and
 the reference's forget log-probs computed once for all checkpoints (`CachedReference`, as `geffect_run` does).
 
-Naive (tmlr-group/G-effect `forget2_ge.py`, methods.md B.3): per batch, three separate forward/backward passes
-(NLL on forget, the objective on forget — running the reference model each time — and NLL on retain), each
-gradient flattened per parameter and copied to the CPU, then dotted there. With one batch per checkpoint their
-EMA over batches is the identity, so it is not applied.
+Naive (tmlr-group/G-effect `dataloader_ge.py` `compute_loss`, methods.md B.3): per batch, three separate
+forward/backward passes (NLL on forget, the objective on forget — running the reference model each time — and
+NLL on retain), each gradient flattened per parameter, copied to the host and EMA-smoothed there, dotted there;
+then the forward + backward of `outputs.loss * 0` that the HF Trainer runs as its (lr 0) training step. Each
+checkpoint starts with empty gradient dicts (their script is one process per checkpoint), so with one batch the
+EMA is a plain store and both paths must give the same numbers.
 
 Both run on the same model object with the same "checkpoints" (θ_ini plus small random perturbations, loaded in
 place), alternating, after one warm-up call each; the script prints per-checkpoint times, the ratio and the
@@ -24,37 +26,56 @@ import time
 
 import torch
 
-from unlearnkit.data import PromptFormat, QADataset, pad_batch
+from unlearnkit.data import PromptFormat, QADataset
 from unlearnkit.data.specs import load_records
 from unlearnkit.geffect import compute_geffect, make_slices, nll_risk, parameter_groups
 from unlearnkit.objectives import (CachedReference, FrozenModelReference, UnlearnBatch, build_objective,
                                    precompute_token_logprobs)
 
 
-def naive_geffect(model, objective, forget, retain, ref_model, groups):
-    """Three forward/backward passes, gradients flattened and copied to the CPU, dotted on the CPU."""
+class NaiveState:
+    """The authors' module-level gradient dicts (objective / unlearn / retain), EMA-smoothed across calls."""
+
+    def __init__(self):
+        self.objective: dict = {}
+        self.unlearn: dict = {}
+        self.retain: dict = {}
+
+
+def naive_geffect(model, objective, forget, retain, ref_model, groups, state: NaiveState):
+    """One `compute_loss` call of the authors' scheme (`dataloader_ge.py`).
+
+    1. forward the forget batch, backward its NLL, copy every gradient to the host (`.view(-1).cpu()`) and
+       EMA it there (0.6·old + 0.4·new), zero the grads; 2. forward again for the objective (running the
+       reference model each time), backward, same bookkeeping; 3. forward + backward the retain NLL, same;
+    4. dot the host copies per parameter and sum per group; 5. forward the forget batch once more and
+       return `outputs.loss * 0`, which the HF Trainer back-propagates as its training step (SGD, lr 0;
+    the optimizer step itself is left out here, in the naive path's favour).
+    """
     ref = FrozenModelReference(ref_model) if objective.needs_reference else None
     named = [(n, g, p) for n, g, p in groups.parameters(model)]
 
-    def grads_to_cpu(loss):
+    def to_host(loss, store: dict):
         model.zero_grad(set_to_none=True)
         loss.backward()
-        out = [p.grad.detach().flatten().to("cpu", copy=True) if p.grad is not None else None for _, _, p in named]
+        for name, _, p in named:
+            cur = p.grad.view(-1).cpu() if p.grad is not None else torch.zeros(p.numel())
+            store[name] = cur if name not in store else 0.6 * store[name] + 0.4 * cur
         model.zero_grad(set_to_none=True)
-        return out
 
-    g_unlearn = grads_to_cpu(nll_risk(model, forget)[0])
+    to_host(nll_risk(model, forget)[0], state.unlearn)
     loss, _ = objective.loss(model, UnlearnBatch(forget=forget), ref)
-    g_obj = grads_to_cpu(loss)
-    g_retain = grads_to_cpu(nll_risk(model, retain)[0])
+    to_host(loss, state.objective)
+    to_host(nll_risk(model, retain)[0], state.retain)
     e_u = dict.fromkeys(groups.names, 0.0)
     e_r = dict.fromkeys(groups.names, 0.0)
-    for (_, g, _), o, u, r in zip(named, g_obj, g_unlearn, g_retain):
-        if o is None:
-            continue
-        e_u[g] += float((o * u).sum())
-        e_r[g] += float((o * r).sum())
+    for name, g, _ in named:
+        o = state.objective[name]
+        e_u[g] += float((o * state.unlearn[name]).sum())
+        e_r[g] += float((o * state.retain[name]).sum())
     e_u["total"], e_r["total"] = sum(e_u.values()), sum(e_r.values())
+    (nll_risk(model, forget)[0] * 0).backward()   # the Trainer's own step on `loss * 0`
+    model.zero_grad(set_to_none=True)
     return e_u, e_r
 
 
@@ -117,7 +138,7 @@ def main(argv=None):
         ours = compute_geffect(model, objective, slices, ref, groups=groups)
         t_ours = time.perf_counter() - t
         t = time.perf_counter()
-        nu, nr = naive_geffect(model, objective, fb, rb, ref_model, groups)
+        nu, nr = naive_geffect(model, objective, fb, rb, ref_model, groups, NaiveState())
         t_naive = time.perf_counter() - t
         for kind, mine, theirs in (("unlearn", ours.unlearn, nu), ("retain", ours.retain, nr)):
             worst = max(worst, abs(mine["total"] - theirs["total"]) / max(abs(theirs["total"]), 1e-12))

@@ -74,6 +74,13 @@ def run_tree(tmp_path_factory) -> Path:
     f = _write_run(root / "failed-dddd0004", "unlearn", {"method": "rmu", "forget": "tofu:forget05", "lr": 1e-5,
                                                           "run": str(root / "failed-dddd0004")})
     (f / "sweep_error.json").write_text(json.dumps({"error": "RuntimeError: boom", "traceback": "..."}))
+    # a Reveal-and-Release run: two trained rounds, then one that stopped the loop
+    rv = _write_run(root / "reveal-eeee0005", "reveal", {"target": "entity:Ann Lee", "method": "npo",
+                                                         "run": str(root / "reveal-eeee0005")})
+    for k, (score, n, trained) in enumerate([(0.6, 12, True), (0.3, 5, True), (0.01, 0, False)]):
+        (rv / "rounds" / f"round-{k}").mkdir(parents=True)
+        (rv / "rounds" / f"round-{k}" / "round.json").write_text(json.dumps(
+            {"round": k, "mean_score": score, "n_forget": n, "trained": trained}))
     # things that are not runs: a checkpoint with a config.yaml inside a run, a stray folder
     (root / "ga-lr1e-05-aaaa0001" / "checkpoints" / "step-2").mkdir(parents=True)
     (root / "ga-lr1e-05-aaaa0001" / "checkpoints" / "step-2" / "config.yaml").write_text("kind: nope\n")

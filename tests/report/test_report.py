@@ -25,7 +25,7 @@ def test_collect_reads_every_run_and_nothing_else(run_tree):
     records = collect_runs([run_tree])
     names = [r.name for r in records]
     assert names == sorted(["ga-lr1e-05-aaaa0001", "npo-lr1e-05-bbbb0002", "npo-lr3e-05-cccc0003", "target",
-                            "failed-dddd0004"])
+                            "failed-dddd0004", "reveal-eeee0005"])
     by = {r.name: r for r in records}
     ga = by["ga-lr1e-05-aaaa0001"]
     assert ga.method == "ga" and ga.split == "forget01" and ga.status == "done"
@@ -36,6 +36,7 @@ def test_collect_reads_every_run_and_nothing_else(run_tree):
     assert by["failed-dddd0004"].status == "failed" and "boom" in by["failed-dddd0004"].error
     assert "oracle_stats" not in ga.metrics  # not a suite file
     assert by["target"].method == "finetune" and by["target"].metrics["related"]["target/probability"] == 0.9
+    assert [r["mean_score"] for r in by["reveal-eeee0005"].reveal] == [0.6, 0.3, 0.01] and ga.reveal == []
 
 
 def test_leaderboard_markdown_values(report):
@@ -62,7 +63,9 @@ def test_leaderboard_markdown_values(report):
     assert by_run["failed-dddd0004"][col["Method"]] == "rmu (failed)"
     assert by_run["failed-dddd0004"][col["Split"]] == "forget05"
     # rows ordered by split, then method
-    assert [r[col["Run"]] for r in body][:3] == ["ga-lr1e-05-aaaa0001", "npo-lr1e-05-bbbb0002", "npo-lr3e-05-cccc0003"]
+    assert [r[col["Run"]] for r in body if r[col["Split"]] != MISSING][:3] == [
+        "ga-lr1e-05-aaaa0001", "npo-lr1e-05-bbbb0002", "npo-lr3e-05-cccc0003"]
+    assert by_run["reveal-eeee0005"][col["Method"]] == "npo" and by_run["reveal-eeee0005"][col["Split"]] == MISSING
     related = _md_rows(md, "Suite `related`: all metrics")
     assert related[0] == ["Method", "Run", "target/probability", "target/rouge_l_recall"]
     assert related[2] == ["finetune", "target", "0.900", "0.750"]
@@ -72,7 +75,7 @@ def test_table_csv_and_parquet(report):
     out = report
     with out["csv"].open() as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 5
+    assert len(rows) == 6
     ga = next(r for r in rows if r["run"] == "ga-lr1e-05-aaaa0001")
     assert float(ga["tofu/forget_quality"]) == pytest.approx(1.2e-5)
     assert ga["config.params.beta"] == "0.1" and ga["config.lr"] == "1e-05"
@@ -81,14 +84,14 @@ def test_table_csv_and_parquet(report):
         import pyarrow.parquet as pq
 
         t = pq.read_table(out["parquet"])
-        assert t.num_rows == 5 and "tofu/model_utility" in t.column_names
+        assert t.num_rows == 6 and "tofu/model_utility" in t.column_names
 
 
 def test_every_plot_and_self_contained_html(report):
     from PIL import Image
 
     out = report
-    for name in ("fq_vs_mu", "alpha_curves", "training", "geffect"):
+    for name in ("fq_vs_mu", "alpha_curves", "training", "geffect", "reveal"):
         p = out[f"plot:{name}"]
         assert p.read_bytes()[:8] == PNG_SIGNATURE
     page = out["html"].read_text()
@@ -98,7 +101,7 @@ def test_every_plot_and_self_contained_html(report):
     assert page.count("<table>") == 4  # leaderboard, tofu suite, related suite, runs
     assert "Leaderboard (TOFU metrics)" in page and "1.20e-05" in page
     srcs = re.findall(r"<img [^>]*src=\"([^\"]+)\"", page)
-    assert len(srcs) == 4
+    assert len(srcs) == 5
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)

@@ -132,6 +132,61 @@ def test_reveal_round_and_filter_without_a_model():
     assert forget_records([s, s])[0].tags["arm"] == 0 and len(forget_records([s, s])) == 1
 
 
+def test_pull_cap_spreads_the_round_over_instructions():
+    """A greedy policy that always wants arm 0 gets it at most `max_pulls_per_arm` times per round."""
+    from unlearnkit.reveal import EpsilonGreedy
+
+    instructions = [f"ask {i}" for i in range(4)]
+    scorer = lambda xs, mean_logprobs=None: [1.0 if x.endswith("0") else 0.1 for x in xs]  # noqa: E731
+    gen = lambda ins: [(f"answer to {ins}", -1.0)]  # noqa: E731
+    arms = lambda samples: [s.arm for s in samples]  # noqa: E731
+    uncapped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer, pulls=8,
+                            novelty_weight=0.0)
+    assert arms(uncapped).count(0) == 5   # tries each arm once, then arm 0 for the rest
+    capped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer, pulls=8,
+                          novelty_weight=0.0, max_pulls_per_arm=2)
+    assert sorted(arms(capped)) == [0, 0, 1, 1, 2, 2, 3, 3]
+    over = reveal_round(gen, instructions, torch.eye(4), RandomPolicy(seed=0), scorer, pulls=10,
+                        max_pulls_per_arm=2)  # 4 arms x 2 < 10 pulls: the cap is lifted once all are used
+    assert len(over) == 10 and max(arms(over)[:8].count(a) for a in range(4)) == 2
+
+
+def test_policies_respect_allowed_arms():
+    from unlearnkit.reveal import EpsilonGreedy, NeuralUCB
+
+    ctx = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    allowed = [False, True, False, True, False]
+    for policy in (RandomPolicy(seed=3), EpsilonGreedy(epsilon=0.5, seed=3), NeuralUCB(3)):
+        picks = set()
+        for _ in range(20):
+            arm = policy.select(ctx, allowed=allowed)
+            picks.add(arm)
+            policy.update(ctx[arm], 1.0 if arm == 1 else 0.0, arm=arm)
+        assert picks <= {1, 3}, type(policy).__name__
+    with pytest.raises(ValueError, match="every arm"):
+        RandomPolicy().select(ctx, allowed=[False] * 5)
+    with pytest.raises(ValueError, match="one flag per arm"):
+        RandomPolicy().select(ctx, allowed=[True])
+
+
+def test_replay_rounds_feeds_the_bandit_and_the_novelty_record(tmp_path):
+    from unlearnkit.reveal import EpsilonGreedy
+    from unlearnkit.reveal.novelty import NgramNovelty
+    from unlearnkit.runs import open_run
+
+    run = open_run(tmp_path / "rr")
+    rows = [RevealSample(0, 0, 2, "q", 0, "alpha beta gamma", -1.0, 1.0, 1.0, 0.8),
+            RevealSample(0, 0, 2, "q", 1, "delta epsilon zeta", -1.0, 1.0, 1.0, 0.4),
+            RevealSample(0, 1, 0, "p", 0, "eta theta iota", -1.0, 0.0, 1.0, 0.0)]
+    rdir = loop_mod.round_dir(run, 0)
+    rdir.mkdir(parents=True)
+    rdir.joinpath("reveal.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in rows))
+    policy, novelty = EpsilonGreedy(epsilon=0.0), NgramNovelty(3)
+    assert loop_mod.replay_rounds(policy, novelty, torch.eye(3), run, 1) == 2
+    assert policy.counts == {2: 1, 0: 1} and policy.sums[2] == pytest.approx(0.6)
+    assert novelty.novelty("alpha beta gamma") == 0.0 and novelty.novelty("new words here") == 1.0
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="kind:name"):
         RevealConfig(target="Alia")

@@ -10,7 +10,7 @@ people's QA. Compared with (a) `unlearn()` on the person's true records with the
 rank, lr and total steps, and (b) one round with uniformly random instructions (no bandit), same total
 pulls and steps.
 
-Part 2 (default SmolLM2-135M): skill:code and behaviour:toxicity, one small round each; the scorer's mean
+Part 2 (default SmolLM2-135M): skill:code and behaviour:toxicity, up to two small rounds each; the scorer's mean
 on a fixed set of greedy generations before/after and a utility probability on synthetic world facts.
 Everything is kept small for a CPU; run dirs are reused, so a rerun only measures.
 """
@@ -134,7 +134,8 @@ def entity_part(out: Path, people: int, rounds: int, steps: int, pulls: int, see
     un_cfg = UnlearnConfig(model=model_dir, forget=str(true_path), method="npo", params={"beta": 0.1},
                            run=str(out / "true_data_npo_lr1e-3"), lora=True, lora_r=8, lora_alpha=16, lr=1e-3,
                            max_steps=steps * rounds, forget_batch_size=8, grad_accum=1, precision="fp32",
-                           template="plain", save_steps=10_000, logging_steps=5, seed=seed, weight_decay=0.0)
+                           template="plain", save_steps=10_000, logging_steps=5, seed=seed, weight_decay=0.0,
+                           scheduler="constant", warmup=0)   # as a reveal round trains: constant lr, no warm-up
     unlearn(un_cfg)
     m, tok = load_model(str(out / "true_data_npo_lr1e-3" / "adapter"))
     true_row = qa_metrics(m, tok, forget, utility)
@@ -157,8 +158,8 @@ def smollm_part(out: Path, seed: int = 0) -> list[dict]:
     for target in ("skill:code", "behaviour:toxicity"):
         t0 = time.time()
         kind, name = target.split(":")
-        cfg = RevealConfig(target=target, model="default", run=str(out / f"smollm_{name}"), rounds=1, pulls=4,
-                           samples=2, max_new_tokens=32, n_recombined=6, steps=6, batch_size=4, lr=3e-4,
+        cfg = RevealConfig(target=target, model="default", run=str(out / f"smollm_{name}"), rounds=2, pulls=6,
+                           samples=2, max_new_tokens=48, n_recombined=6, steps=10, batch_size=4, lr=1e-3,
                            method="npo", params={"beta": 0.1}, score_threshold=0.3, stop_score=0.0, seed=seed,
                            export=False, lora_r=8)
         from ..reveal.target import Target
@@ -176,7 +177,8 @@ def smollm_part(out: Path, seed: int = 0) -> list[dict]:
         del model
         summary = reveal_and_release(cfg)
         row = {"target": target, "score_before": before[0], "utility_before": before[1],
-               "reveal_mean_score": summary["rounds"][0]["mean_score"], "n_forget": summary["rounds"][0]["n_forget"]}
+               "reveal_mean_score": summary["rounds"][0]["mean_score"],
+               "n_forget": sum(r.get("n_forget", 0) for r in summary["rounds"]), "rounds": summary["rounds_trained"]}
         if summary["rounds_trained"]:
             model, tok = load_model("default")
             model = load_round_adapters(model, open_run(cfg.run, create=False), summary["rounds_trained"])
@@ -208,8 +210,8 @@ def main(argv=None) -> dict:
     results = {"entity": ent}
     if not args.skip_smollm:
         sm = smollm_part(out)
-        print("\n== Part 2: SmolLM2-135M-Instruct, 1 round (4 pulls x 2 samples, 6 steps) ==")
-        print(table(sm, ["target", "score_before", "score_after", "reveal_mean_score", "n_forget",
+        print("\n== Part 2: SmolLM2-135M-Instruct, up to 2 rounds (6 pulls x 2 samples, 10 steps each) ==")
+        print(table(sm, ["target", "rounds", "score_before", "score_after", "reveal_mean_score", "n_forget",
                          "utility_before", "utility_after", "seconds"]))
         results["smollm"] = sm
     write_json(out / "results.json", results)

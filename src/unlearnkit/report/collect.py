@@ -1,4 +1,5 @@
-"""Collect run directories (shared/DESIGN.md §3) into records: config, metrics, training log, G-effects, UIPE α.
+"""Collect run directories (shared/DESIGN.md §3) into records: config, metrics, training log, G-effects, UIPE α,
+Reveal-and-Release rounds.
 
 Everything is read from disk; nothing depends on the process that produced the runs.
 
@@ -20,7 +21,7 @@ import yaml
 log = logging.getLogger(__name__)
 
 SKIP_DIRS = {"checkpoints", "model", "adapter", "reference", "eval", "plots", "geffect", "uipe", "tokenizer",
-             "report"}
+             "report", "rounds"}
 GEFFECT_CSV = Path("geffect") / "geffect.csv"
 ALPHA_SEARCH = Path("uipe") / "alpha_search.json"
 
@@ -39,6 +40,7 @@ class RunRecord:
     log: list[dict] = field(default_factory=list)
     geffect: list[dict] = field(default_factory=list)
     alpha_search: Optional[dict] = None
+    reveal: list[dict] = field(default_factory=list)   # Reveal-and-Release: rounds/round-<k>/round.json, by round
     status: str = "unknown"  # done | failed | unknown (no sweep marker)
     error: Optional[str] = None
 
@@ -105,6 +107,16 @@ def read_geffect(path: Path) -> list[dict]:
     return out
 
 
+def read_reveal_rounds(path: Path) -> list[dict]:
+    """A reveal run's finished rounds (`rounds/round-<k>/round.json`), in round order."""
+    rows = []
+    for f in (path / "rounds").glob("round-*/round.json") if (path / "rounds").is_dir() else []:
+        data = _read_json(f)
+        if isinstance(data, dict) and _finite(data.get("round")) is not None:
+            rows.append(data)
+    return sorted(rows, key=lambda r: int(r["round"]))
+
+
 def read_run(path: str | Path) -> RunRecord:
     """One run directory → a RunRecord (FileNotFoundError if it has no config.yaml)."""
     path = Path(path)
@@ -124,6 +136,7 @@ def read_run(path: str | Path) -> RunRecord:
         rec.eval_settings[suite] = dict(data.get("settings") or {})
     rec.log = read_log(path / "log.jsonl")
     rec.geffect = read_geffect(path / GEFFECT_CSV)
+    rec.reveal = read_reveal_rounds(path)
     if (path / ALPHA_SEARCH).is_file():
         rec.alpha_search = _read_json(path / ALPHA_SEARCH)
     if (path / "sweep_done.json").is_file():

@@ -31,6 +31,7 @@ CAPTIONS = {
     "alpha_curves": "UIPE α search: metrics against the extrapolation coefficient α; dashed: the chosen α.",
     "training": "Training curves from each run's log.jsonl.",
     "geffect": "G-effects against training step (geffect/geffect.csv).",
+    "reveal": "Reveal-and-Release: mean reveal score and self-generated forget rows per round (hollow: the round that stopped the loop).",
 }
 
 

@@ -5,6 +5,7 @@ has the data it needs.
 * `plot_alpha_curves`    UIPE α search: each metric against α, one line per run, the chosen α dashed
 * `plot_training`        loss terms, grad norm and learning rate against step (log.jsonl), one line per run
 * `plot_geffect`         G-effects e_u / e_r against step (geffect/geffect.csv), one line per run (and group)
+* `plot_reveal`          Reveal-and-Release: mean reveal score and forget-set size per round, one line per run
 """
 from __future__ import annotations
 
@@ -147,8 +148,37 @@ def plot_geffect(records: list[RunRecord], out: str | Path) -> Optional[Path]:
     return _save(fig, Path(out))
 
 
+def plot_reveal(records: list[RunRecord], out: str | Path) -> Optional[Path]:
+    """Reveal-and-Release rounds (rounds/round-<k>/round.json): the mean reveal score of each round's
+    generations (it should fall as the target is released) and the size of the self-generated forget set;
+    a round that stopped the loop (no training) is drawn hollow."""
+    runs = [r for r in records if r.reveal]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for i, r in enumerate(runs):
+        label = f"{r.config.get('target', r.name)}: {r.name}"[:48]
+        for ax, key in zip(axes, ("mean_score", "n_forget")):
+            pts = [(int(x["round"]), float(x.get(key, 0.0)), bool(x.get("trained"))) for x in r.reveal]
+            line, = ax.plot([k for k, _, _ in pts], [v for _, v, _ in pts], lw=1.5, label=label,
+                            marker=MARKERS[i % len(MARKERS)])
+            stopped = [(k, v) for k, v, trained in pts if not trained]
+            if stopped:
+                ax.plot([k for k, _ in stopped], [v for _, v in stopped], ls="none", marker="o", ms=10,
+                        mfc="none", color=line.get_color())
+    for ax, title in zip(axes, ("mean reveal score of the round's generations", "self-generated forget rows")):
+        ax.set_xlabel("round")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    if len(runs) <= MAX_LEGEND:
+        axes[0].legend(fontsize=7)
+    fig.suptitle("Reveal-and-Release rounds")
+    return _save(fig, Path(out))
+
+
 PLOTS = {"fq_vs_mu": plot_fq_vs_mu, "alpha_curves": plot_alpha_curves, "training": plot_training,
-         "geffect": plot_geffect}
+         "geffect": plot_geffect, "reveal": plot_reveal}
 
 
 def all_plots(records: list[RunRecord], out_dir: str | Path) -> dict[str, Path]:

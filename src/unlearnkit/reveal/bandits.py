@@ -1,7 +1,8 @@
 """Bandit policies over a fixed set of arms (instructions) with context vectors.
 
 Every policy has the same two calls:
-    arm = policy.select(contexts)           # contexts: [K, d] float tensor, one row per arm
+    arm = policy.select(contexts, allowed=None)  # contexts: [K, d] float tensor, one row per arm;
+                                                 # allowed: optional K booleans, arms that may be chosen
     policy.update(context, reward, arm=arm) # context: [d]; reward: float (Reveal-and-Release: in [0, 1])
 `arm` defaults to the arm of the last `select`. Context-based policies (NeuralUCB) use `context`;
 per-arm policies (epsilon-greedy) use `arm`. `neural_ucb.NeuralUCB` is the method; `RandomPolicy` and
@@ -28,7 +29,7 @@ class BanditPolicy:
         self.last_arm: int | None = None
         self.t = 0  # number of updates so far
 
-    def select(self, contexts) -> int:
+    def select(self, contexts, allowed=None) -> int:
         raise NotImplementedError
 
     def update(self, context, reward: float, arm: int | None = None) -> None:
@@ -43,12 +44,37 @@ class BanditPolicy:
     def _randint(self, k: int) -> int:
         return int(torch.randint(k, (1,), generator=self.generator))
 
+    def _random_allowed(self, k: int, allowed) -> int:
+        arms = allowed_arms(k, allowed)
+        return int(arms[self._randint(len(arms))])
+
+
+def allowed_arms(k: int, allowed) -> torch.Tensor:
+    """Indices of the arms that may be chosen (all K when `allowed` is None); an error when none may."""
+    if allowed is None:
+        return torch.arange(k)
+    mask = torch.as_tensor(allowed, dtype=torch.bool)
+    if mask.shape != (k,):
+        raise ValueError(f"allowed has shape {tuple(mask.shape)}, expected ({k},) — one flag per arm")
+    arms = torch.nonzero(mask).flatten()
+    if len(arms) == 0:
+        raise ValueError("allowed excludes every arm")
+    return arms
+
+
+def best_allowed(values: torch.Tensor, allowed, generator: torch.Generator) -> int:
+    """Arg-max of `values` over the allowed arms, ties broken at random with `generator`."""
+    arms = allowed_arms(len(values), allowed)
+    v = values[arms]
+    best = arms[torch.nonzero(v == v.max()).flatten()]
+    return int(best[int(torch.randint(len(best), (1,), generator=generator))]) if len(best) > 1 else int(best[0])
+
 
 class RandomPolicy(BanditPolicy):
     """Uniformly random arm every round."""
 
-    def select(self, contexts) -> int:
-        self.last_arm = self._randint(as_contexts(contexts).shape[0])
+    def select(self, contexts, allowed=None) -> int:
+        self.last_arm = self._random_allowed(as_contexts(contexts).shape[0], allowed)
         return self.last_arm
 
 
@@ -71,12 +97,13 @@ class EpsilonGreedy(BanditPolicy):
         return torch.tensor([self.sums[a] / self.counts[a] if self.counts.get(a) else float("inf")
                              for a in range(k)])
 
-    def select(self, contexts) -> int:
+    def select(self, contexts, allowed=None) -> int:
         k = as_contexts(contexts).shape[0]
         if float(torch.rand((), generator=self.generator)) < self.epsilon:
-            self.last_arm = self._randint(k)
+            self.last_arm = self._random_allowed(k, allowed)
         else:
-            self.last_arm = int(torch.argmax(self.means(k)))
+            arms = allowed_arms(k, allowed)
+            self.last_arm = int(arms[int(torch.argmax(self.means(k)[arms]))])  # ties: lowest index
         return self.last_arm
 
     def update(self, context, reward: float, arm: int | None = None) -> None:

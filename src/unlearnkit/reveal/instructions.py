@@ -25,6 +25,19 @@ ENTITY_TEMPLATES = (
     "What would a fan of {name} want to know?",
     "Summarise the most important events involving {name}.",
     "Write a dialogue in which two people discuss {name}.",
+    # direct questions on the attributes people are usually described by: a model that holds a person's
+    # facts as answers to questions reveals them most readily when asked the same way
+    "Where was {name} born?",
+    "Where did {name} grow up, and what was it like?",
+    "What does {name} do for a living?",
+    "What does {name} do on a typical day?",
+    "Does {name} have any health problems?",
+    "What medicine or treatment does {name} take?",
+    "What are {name}'s hobbies?",
+    "What are {name}'s favourite things?",
+    "Who are the members of {name}'s family?",
+    "Where did {name} study?",
+    "What has {name} achieved?",
 )
 CODE_TEMPLATES = (
     "Write a Python function that {task}.",

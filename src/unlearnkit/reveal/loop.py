@@ -7,8 +7,10 @@ or `unlearnkit reveal target='entity:Alia Karo' model=runs/target/model rounds=3
 
 Each round k = 0, 1, ...:
   1. **reveal** (`selfdata.reveal_round`): arms are the instruction pool (built once, `pool.json`), contexts
-     their embeddings under the *current* model (`embed_instructions`); a fresh bandit (NeuralUCB by
-     default) makes `pulls` pulls of K sampled completions each; reward = `reveal_reward(score, novelty)`.
+     their embeddings under the *current* model (`embed_instructions`); the bandit (NeuralUCB by default;
+     one for the whole run with `bandit_memory`, so round k starts from what rounds < k learned, and novelty
+     counts against every earlier generation) makes `pulls` pulls of K sampled completions each, at most
+     `max_pulls_per_arm` per instruction; reward = `reveal_reward(score, novelty)`.
      If the round's mean score is below `stop_score`, or no generation passes `score_threshold`, the loop
      stops (round.json records why; no adapter).
   2. **release**: a new LoRA module `round_k` (`olora.add_round_adapter`; earlier rounds active and
@@ -65,6 +67,7 @@ from ..runs import RunDir, open_run, write_json
 from .bandits import EpsilonGreedy, RandomPolicy
 from .instructions import InstructionPool, build_pool, embed_instructions
 from .neural_ucb import NeuralUCB, NeuralUCBConfig
+from .novelty import NgramNovelty
 from .olora import activate_rounds, add_round_adapter, merge_rounds, round_adapter_name, round_orthogonality_penalty
 from .scorers import get_scorer, scorer_for_target
 from .selfdata import RevealSample, forget_records, reveal_round, sample_completions
@@ -100,6 +103,9 @@ class RevealConfig:
     bandit: str = _h("neural_ucb", "neural_ucb | epsilon_greedy | random")
     bandit_params: dict[str, Any] = _h({}, "NeuralUCBConfig fields (e.g. nu, train_every) or epsilon")
     pulls: int = _h(16, "bandit pulls (instructions) per round")
+    max_pulls_per_arm: int = _h(2, "pulls of one instruction per round at most, so the forget set comes from "
+                                   "several instructions (0: no cap)")
+    bandit_memory: bool = _h(True, "keep one bandit and one novelty record across rounds (false: fresh each round)")
     samples: int = _h(4, "K: sampled completions per pull")
     temperature: float = _h(1.0, "sampling temperature")
     top_p: float = _h(0.95, "nucleus sampling p")
@@ -141,6 +147,8 @@ class RevealConfig:
         for name in ("lr", "temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        if self.max_pulls_per_arm < 0:
+            raise ValueError(f"max_pulls_per_arm={self.max_pulls_per_arm} must be >= 0")
         for name in ("score_threshold", "stop_score", "novelty_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
@@ -195,6 +203,29 @@ def make_policy(cfg: RevealConfig, dim: int, round_idx: int):
     if params:
         raise ValueError(f"bandit=random takes no bandit_params, got {sorted(params)}")
     return RandomPolicy(seed=seed)
+
+
+def replay_rounds(policy, novelty: NgramNovelty, contexts, run: RunDir, n: int) -> int:
+    """Feed rounds 0..n-1's pulls (`reveal.jsonl`: arm, mean reward of the pull) to `policy` and their texts to
+    `novelty`, so a resumed run's bandit starts from what the finished rounds learned. Contexts are those of
+    the current model (the originals were not kept). Returns the number of pulls replayed."""
+    replayed = 0
+    for k in range(n):
+        path = round_dir(run, k) / "reveal.jsonl"
+        if not path.is_file():
+            continue
+        pulls: dict[int, list[dict]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                pulls.setdefault(int(row["pull"]), []).append(row)
+        for _, rows in sorted(pulls.items()):
+            arm = int(rows[0]["arm"])
+            policy.update(contexts[arm], sum(r["reward"] for r in rows) / len(rows), arm=arm)
+            for r in rows:
+                novelty.add(r["text"])
+            replayed += 1
+    return replayed
 
 
 def round_dir(run: RunDir, k: int) -> Path:
@@ -367,6 +398,7 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
         if r.get("trained") and on_round_end is not None:
             on_round_end(model, tok, r["round"], r)
 
+    policy = novelty = None
     for k in range(done, cfg.rounds):
         if stopped is not None:
             break
@@ -376,12 +408,15 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
         torch.manual_seed(cfg.seed * 1000 + k)
         # 1. reveal: arms = pool, contexts = embeddings under the current model
         contexts = embed_instructions(model, tok, pool.texts)
-        policy = make_policy(cfg, contexts.shape[1], k)
+        if policy is None or not cfg.bandit_memory:
+            policy, novelty = make_policy(cfg, contexts.shape[1], k), NgramNovelty(cfg.novelty_n)
+            if cfg.bandit_memory and k:   # resumed: replay the finished rounds' pulls into the new bandit
+                replay_rounds(policy, novelty, contexts, run, k)
         samples = reveal_round(
             lambda ins: sample_completions(model, tok, ins, cfg.samples, fmt, cfg.temperature, cfg.top_p,
                                            cfg.max_new_tokens),
             pool.texts, contexts, policy, scorer, cfg.pulls, round_idx=k, novelty_n=cfg.novelty_n,
-            novelty_weight=cfg.novelty_weight)
+            novelty_weight=cfg.novelty_weight, max_pulls_per_arm=cfg.max_pulls_per_arm, novelty=novelty)
         _write_jsonl(rdir / "reveal.jsonl", (s.to_json() for s in samples))
         forget = forget_records(samples, cfg.score_threshold, cfg.dedupe_threshold, target=f"{target.kind}:{target.name}")
         write_qa_jsonl(forget, rdir / "forget.jsonl")

