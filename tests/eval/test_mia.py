@@ -1,8 +1,6 @@
 """Membership-inference scores, ROC AUC and PrivLeak against hand-computed values."""
-import math
 import zlib
 
-import numpy as np
 import pytest
 
 from unlearnkit.eval import mia

@@ -14,3 +14,22 @@ def test_answer_recall_returns_fraction_and_answers(tiny_model, tiny_tokenizer, 
     recs = people.records(kinds=("target",), people=[0])
     frac, gens = answer_recall(tiny_model, tiny_tokenizer, recs, plain_format, max_new_tokens=3)
     assert 0.0 <= frac <= 1.0 and len(gens) == len(recs) and all(isinstance(g, str) for g in gens)
+
+
+def test_answer_recall_bounds_generation_by_the_longest_answer(monkeypatch, tiny_tokenizer, people, plain_format):
+    """Default length: longest answer's tokens + MATCH_SLACK (a longer generation cannot match)."""
+    from unlearnkit.eval import recall
+
+    recs = people.records(kinds=("target", "related"), people=[0, 1])
+    seen = {}
+
+    def fake_generate(model, tok, questions, fmt, max_new_tokens, batch_size):
+        seen["max_new_tokens"] = max_new_tokens
+        by_q = {r.question: r.answer for r in recs}
+        return [by_q[q] + " " if i % 2 else "wrong" for i, q in enumerate(questions)]
+
+    monkeypatch.setattr(recall, "generate_answers", fake_generate)
+    frac, _ = recall.answer_recall(None, tiny_tokenizer, recs, plain_format)
+    longest = max(len(tiny_tokenizer(" " + r.answer, add_special_tokens=False)["input_ids"]) for r in recs)
+    assert seen["max_new_tokens"] == longest + recall.MATCH_SLACK
+    assert frac == sum(i % 2 for i in range(len(recs))) / len(recs)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.data import PromptFormat, encode_qa, pad_batch
+from unlearnkit.data import encode_qa, pad_batch
 from unlearnkit.eval.generation import generate_answers
 from unlearnkit.eval.scoring import _pack, score_features, score_records
 from unlearnkit.logprobs import sequence_logprobs

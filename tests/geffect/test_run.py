@@ -12,7 +12,7 @@ from unlearnkit.data import PromptFormat, write_qa_jsonl
 from unlearnkit.geffect import (GEffectCallback, GEffectError, build_slices, compare, compute_geffect, geffect_run,
                                 parameter_groups, read_csv)
 from unlearnkit.logprobs import sequence_logprobs
-from unlearnkit.objectives import FrozenModelReference, UnlearnBatch, build_objective
+from unlearnkit.objectives import FrozenModelReference, build_objective
 from unlearnkit.runs import RunDir
 
 

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from unlearnkit.logprobs import model_forward, sequence_logprobs
+from unlearnkit.logprobs import sequence_logprobs
 from unlearnkit.models.lora import LoraSettings, apply_lora
 from unlearnkit.objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, UnlearnBatch,
                                    build_objective, precompute_token_logprobs)

@@ -26,11 +26,23 @@ def greedy_answers(model, tokenizer, questions: Sequence[str], fmt: PromptFormat
     return generate_answers(model, tokenizer, questions, fmt, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
+#: tokens beyond the longest reference answer that a generation may still use and match it: a space or final
+#: punctuation (which `normalize_answer` strips) may tokenise apart from the answer's own last token
+MATCH_SLACK = 8
+
+
 def answer_recall(model, tokenizer, records: Sequence[QARecord], fmt: PromptFormat | None = None,
-                  max_new_tokens: int = 64, batch_size: int = 32) -> tuple[float, list[str]]:
-    """(fraction of records whose greedy answer exactly matches the reference after normalisation, the answers)."""
+                  max_new_tokens: int | None = None, batch_size: int = 32) -> tuple[float, list[str]]:
+    """(fraction of records whose greedy answer exactly matches the reference after normalisation, the answers).
+
+    `max_new_tokens=None` generates at most the longest answer's token count + `MATCH_SLACK`: a longer
+    generation cannot match, so the figure is the same as with unbounded generation, and a model that does
+    not know the answers (it rambles until the limit) costs no more than one that does."""
     if not records:
         raise ValueError("answer_recall: no records")
+    if max_new_tokens is None:
+        longest = max(len(tokenizer(" " + r.answer, add_special_tokens=False)["input_ids"]) for r in records)
+        max_new_tokens = longest + MATCH_SLACK
     gens = generate_answers(model, tokenizer, [r.question for r in records], fmt, max_new_tokens, batch_size)
     hits = [exact_match(g, r.answer) for g, r in zip(gens, records)]
     return sum(hits) / len(hits), gens

@@ -21,6 +21,7 @@ from ..models.loading import load_model
 from ..models.lora import LoraSettings, apply_lora
 from ..models.tiny import tiny_llama, train_tokenizer
 from ..runs import RunDir, open_run, write_json
+from .answer_loss import answer_only_loss, supports_answer_only_loss
 from .checkpoints import AtomicCheckpointMixin
 from .hf_glue import JsonlLogCallback, save_model_atomically, train_resuming, training_arguments
 
@@ -76,7 +77,15 @@ class FinetuneConfig:
 
 
 class FinetuneTrainer(AtomicCheckpointMixin, Trainer):
-    """HF Trainer with atomic safetensors checkpoints."""
+    """HF Trainer with atomic safetensors checkpoints and, where it is exact, the LM head on answer positions
+    only (`answer_loss`)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs or not supports_answer_only_loss(model):
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        with self.accelerator.autocast():   # the Trainer's bf16 lives in accelerate's wrapped `forward`,
+            return answer_only_loss(model, inputs, num_items_in_batch)   # which this path does not call
 
 
 def _tiny(cfg: FinetuneConfig, records: list[QARecord], run: RunDir):

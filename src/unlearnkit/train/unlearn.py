@@ -155,7 +155,8 @@ class UnlearnTrainer(AtomicCheckpointMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = UnlearnBatch(forget=inputs["forget"], retain=self._next_retain(), idk=inputs.get("idk"))
-        loss, terms = self.objective.loss(model, batch, self.reference)
+        with self.accelerator.autocast():  # also for reference/θ_ini forwards, which accelerate did not wrap
+            loss, terms = self.objective.loss(model, batch, self.reference)
         self._guard(loss)
         for k, v in terms.items():
             if k != "loss":  # the Trainer logs the loss itself (averaged over processes and accumulation)
