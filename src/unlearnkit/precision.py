@@ -35,7 +35,10 @@ def resolve_precision(precision: str = "auto", device: str | None = None) -> str
 
 
 def autocast(precision: str, device_type: str = "cpu"):
-    """Context manager: bf16 autocast when `precision == 'bf16'`, no-op otherwise."""
+    """Context manager: bf16 autocast when `precision == 'bf16'`, no-op otherwise.
+
+    Autocast caches the bf16 copy of each weight for the length of the region: weights changed in place
+    inside one region (e.g. trying several UIPE α) are not seen. Enter a fresh region after each change."""
     import contextlib
 
     if resolve_precision(precision, device_type) == "bf16":

@@ -73,3 +73,17 @@ def test_related_probe_reports_kinds_separately(tiny_model, tiny_tokenizer, peop
         for m in ("probability", "rouge_l_recall", "truth_ratio"):
             assert f"{kind}/{m}" in res
     assert res["target/probability"].n == 6  # 3 linked categories x 2 people
+
+
+def test_precision_is_applied_and_recorded(tmp_path, tiny_model, tiny_tokenizer):
+    """bf16 autocast scores within bf16 rounding of fp32 and says so in the settings; a bad name fails early."""
+    fp32 = evaluate_run(tmp_path, "related", model=tiny_model, tokenizer=tiny_tokenizer, fmt=FMT, related_people=6,
+                        max_new_tokens=3)
+    assert json.loads((tmp_path / "eval" / "related.json").read_text())["settings"]["precision"] == "fp32"
+    bf16 = evaluate_run(tmp_path, "related", model=tiny_model, tokenizer=tiny_tokenizer, fmt=FMT, related_people=6,
+                        max_new_tokens=3, precision="bf16")
+    assert json.loads((tmp_path / "eval" / "related.json").read_text())["settings"]["precision"] == "bf16"
+    p32, p16 = fp32["target/probability"]["value"], bf16["target/probability"]["value"]
+    assert p16 == pytest.approx(p32, rel=0.05) and p16 != p32   # close, but really computed in bf16
+    with pytest.raises(ValueError, match="precision"):
+        evaluate_run(tmp_path, "related", model=tiny_model, tokenizer=tiny_tokenizer, precision="fp8")

@@ -77,3 +77,19 @@ def test_cli_extrapolate_and_bad_alphas(ga_run):
     assert (ga_run / "ga" / "uipe" / "alpha-0.25" / "uipe.json").is_file()
     bad = runner.invoke(app, ["extrapolate", f"run={ga_run / 'ga'}", "alphas=0,lots"])
     assert bad.exit_code == 2 and "alphas" in bad.output
+
+
+def test_bf16_search_sees_each_alpha(ga_run):
+    """Under bf16 autocast every α is scored with its own weights (autocast's weight-cast cache must not
+    carry the first α's weights into the next): same direction as fp32, values within bf16 rounding."""
+    kw = dict(alphas=(0.0, 1.0), suite="related", related_people=PEOPLE, max_new_tokens=4, auto=False, limit=8)
+    fp32 = alpha_search(ga_run / "ga", SearchSettings(**kw), echo=lambda *_: None)
+    bf16 = alpha_search(ga_run / "ga", SearchSettings(precision="bf16", **kw), echo=lambda *_: None)
+    assert bf16["precision"] == "bf16" and fp32["precision"] == "fp32"
+    key = "forget/target/probability"
+    p32 = {p["alpha"]: p["metrics"][key] for p in fp32["points"]}
+    p16 = {p["alpha"]: p["metrics"][key] for p in bf16["points"]}
+    assert p16[1.0] < p16[0.0]
+    for a in (0.0, 1.0):
+        assert p16[a] == pytest.approx(p32[a], abs=0.03)
+    assert abs((p16[0.0] - p16[1.0]) - (p32[0.0] - p32[1.0])) < 0.5 * (p32[0.0] - p32[1.0])

@@ -29,11 +29,15 @@ class EvaluateConfig:
     template: str = field(default="auto", metadata={"help": "prompt template: auto | chat | plain"})
     masking: str = field(default="exact", metadata={"help": "exact | open-unlearning"})
     max_length: int = field(default=512, metadata={"help": "truncate scored sequences beyond this"})
+    precision: str = field(default="fp32", metadata={"help": "fp32 (exact) | bf16 | auto (bf16 autocast where fast: ~2x, third-decimal differences)"})
 
     def __post_init__(self):
         if self.suite not in ("tofu", "related"):
             raise ValueError(f"suite={self.suite!r}: expected 'tofu' or 'related'")
         PromptFormat(template=self.template, masking=self.masking)
+        from ..precision import resolve_precision
+
+        resolve_precision(self.precision)
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
@@ -42,7 +46,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     if not cfg.run:
         raise ValueError("run=<run directory> is required")
     fmt = PromptFormat(template=cfg.template, masking=cfg.masking, max_length=cfg.max_length)
-    common = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, truth_ratio_mean=cfg.truth_ratio_mean)
+    common = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, truth_ratio_mean=cfg.truth_ratio_mean,
+                  precision=cfg.precision)
     if cfg.suite == "tofu":
         return evaluate_run(cfg.run, "tofu", cfg.forget, model=cfg.model, oracle_stats=cfg.oracle,
                             save_oracle_stats=cfg.save_oracle_stats, fmt=fmt, limit=cfg.limit,

@@ -37,16 +37,17 @@ class DemoConfig:
     people: int = field(default=0, metadata={"help": "synthetic people (0: 50, or 20 with quick)"})
     forget_fraction: float = field(default=0.1, metadata={"help": "share of people to forget"})
     seed: int = field(default=0, metadata={"help": "seed for data and training"})
-    epochs: float = field(default=6.0, metadata={"help": "fine-tuning epochs (SmolLM2)"})
+    epochs: float = field(default=6.0, metadata={"help": "fine-tuning epochs (SmolLM2; 5 reached 85.7% recall, 6 reached 96.1%)"})
     lr: float = field(default=5e-4, metadata={"help": "fine-tuning learning rate (SmolLM2)"})
     methods: list[str] = field(default_factory=lambda: ["ga", "grad_diff", "npo"], metadata={"help": "unlearning methods"})
     unlearn_steps: int = field(default=12, metadata={"help": "unlearning optimizer steps per method"})
     unlearn_lr: float = field(default=2e-5, metadata={"help": "unlearning learning rate (SmolLM2)"})
     uipe: bool = field(default=True, metadata={"help": "apply UIPE with the automatic α"})
     tolerance: float = field(default=0.05, metadata={"help": "automatic α: allowed relative drop of retain utility"})
-    retain_eval: int = field(default=40, metadata={"help": "retain questions in the evaluation"})
-    real_authors_eval: int = field(default=40, metadata={"help": "TOFU real-authors questions in the evaluation (0: all 100)"})
+    retain_eval: int = field(default=30, metadata={"help": "retain questions in the evaluation"})
+    real_authors_eval: int = field(default=30, metadata={"help": "TOFU real-authors questions in the evaluation (0: all 100)"})
     max_new_tokens: int = field(default=32, metadata={"help": "generation length for ROUGE"})
+    eval_precision: str = field(default="auto", metadata={"help": "evaluation precision: auto (bf16 autocast where fast) | fp32 (exact) | bf16"})
     recall_sample: int = field(default=0, metadata={"help": "records used for the fine-tuning recall figure (0: all)"})
 
     def __post_init__(self):
@@ -81,7 +82,7 @@ def finetune_config(cfg: DemoConfig, data: str, run: Path, recall: bool, tokeniz
                               tiny_tokenizer=str(tokenizer) if tokenizer else "")
     return FinetuneConfig(model="default", data=data, run=str(run), epochs=cfg.epochs, lr=cfg.lr, batch_size=16,
                           warmup=0.05, keep_checkpoints=1, recall_before=recall, recall_max=recall_max, seed=cfg.seed,
-                          template="plain", freeze_embeddings=True)
+                          template="plain", freeze_embeddings=True, recall_before_max=100)
 
 
 def eval_records(cfg: DemoConfig) -> dict:
@@ -107,7 +108,7 @@ def evaluate_model(run_dir: Path, cfg: DemoConfig, fmt: PromptFormat, oracle: Pa
 
     records = eval_records(cfg)
     sets = tuple(s for s in ("forget", "retain", "real_authors", "world_facts") if s in records)
-    kw = dict(batch_size=32, max_new_tokens=cfg.max_new_tokens, fmt=fmt)
+    kw = dict(batch_size=32, max_new_tokens=cfg.max_new_tokens, fmt=fmt, precision=cfg.eval_precision)
     if oracle is None:
         tofu = evaluate_run(run_dir, "tofu", "synthetic", model=model, tokenizer=tok, save_oracle_stats=True,
                             records=records, sets=sets, **kw)
@@ -124,7 +125,7 @@ def unlearn_config(cfg: DemoConfig, plan: _Plan, method: str, target: Path, run:
 
     common = dict(model=str(target / "model"), forget=plan.forget, retain=plan.retain, method=method, run=str(run),
                   max_steps=cfg.unlearn_steps, forget_batch_size=4, retain_batch_size=4, grad_accum=1,
-                  save_steps=max(1, cfg.unlearn_steps // 3), seed=cfg.seed, template=plan.fmt.template)
+                  save_steps=cfg.unlearn_steps, seed=cfg.seed, template=plan.fmt.template)
     if cfg.quick:
         return UnlearnConfig(lr=2e-4, precision="fp32", **common)
     return UnlearnConfig(lr=cfg.unlearn_lr, **common)
@@ -145,8 +146,9 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     echo(f"[{next(step)}/{n_steps}] fine-tuning the target ({model_name}) on {cfg.people} synthetic people")
     target = out / "target"
     summary = finetune(finetune_config(cfg, plan.data, target, recall=True))
-    echo(f"        recall before {summary.get('recall_before', float('nan')):.1%} -> after "
-         f"{summary.get('recall_after', float('nan')):.1%} ({summary['steps']} steps, {summary['train_seconds']:.0f}s)")
+    echo(f"        exact-match recall of the answers: before {summary.get('recall_before', float('nan')):.1%} "
+         f"({summary.get('recall_before_n', '?')} answers) -> after {summary.get('recall_after', float('nan')):.1%} "
+         f"({summary.get('recall_after_n', '?')} answers; {summary['steps']} steps, {summary['train_seconds']:.0f}s)")
 
     echo(f"[{next(step)}/{n_steps}] fine-tuning the retain oracle (never sees the forget people)")
     oracle = out / "oracle"
@@ -172,7 +174,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
             if not _done(uipe_run):
                 s = SearchSettings(alphas=(0.0,), suite="related", related_people=cfg.people, related_seed=cfg.seed,
                                    forget_fraction=cfg.forget_fraction, max_new_tokens=cfg.max_new_tokens,
-                                   auto=True, auto_retain=plan.retain, tolerance=cfg.tolerance, limit=10)
+                                   auto=True, auto_retain=plan.retain, tolerance=cfg.tolerance, limit=10,
+                                   precision=cfg.eval_precision, auto_max_evals=8)
                 res = alpha_search(run, s, echo=lambda m: echo("        " + m))
                 alpha = res["auto"]["alpha"]
                 model_dir = extrapolate_run(run, alpha, uipe_run / "model", overwrite=True)

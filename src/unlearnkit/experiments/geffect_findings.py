@@ -3,8 +3,9 @@
     python -m unlearnkit.experiments.geffect_findings --out runs/geffect_findings [--steps 24] [--every 4]
 
 1. fine-tune a tiny from-scratch Llama on synthetic people (the target, θ_ini);
-2. unlearn the forget people's facts with each method (GA, NPO, WGA, TNPO by default), same lr, steps and
-   batches, saving a checkpoint every `every` steps;
+2. unlearn the forget people's facts with each method (GA, NPO, WGA, TNPO by default, with the authors'
+   default hyper-parameters: NPO β=0.5, WGA β=5, TNPO β=4), same lr, steps and batches, saving a checkpoint
+   every `every` steps;
 3. `geffect_run` on every run (fixed forget and retain slices, per-group G-effects of the total loss);
 4. print, per method and checkpoint, the unlearning G-effect e_u, the retaining G-effect e_r and their
    ratio e_r / e_u, and check the findings (Wang et al. 2025, arXiv 2502.19301):
@@ -26,6 +27,8 @@ import torch
 from ..runs import write_json
 
 DEFAULT_METHODS = ("ga", "npo", "wga", "tnpo")
+#: the G-effect authors' defaults (`dataloader.py` when no hyper-parameter is given; methods.md B.4)
+AUTHOR_PARAMS = {"npo": {"beta": 0.5}, "wga": {"beta": 5.0}, "tnpo": {"beta": 4.0}, "wtnpo": {"beta": 4.0, "alpha": 1.5}}
 
 
 def _unlearn(out: Path, method: str, target: Path, data: str, steps: int, every: int, lr: float, seed: int) -> Path:
@@ -33,7 +36,8 @@ def _unlearn(out: Path, method: str, target: Path, data: str, steps: int, every:
 
     run = out / f"unlearn-{method}"
     unlearn(UnlearnConfig(model=str(target / "model"), forget=f"synthetic:forget,{data}",
-                          retain=f"synthetic:retain,{data}", method=method, run=str(run), max_steps=steps,
+                          retain=f"synthetic:retain,{data}", method=method, params=dict(AUTHOR_PARAMS.get(method, {})),
+                          run=str(run), max_steps=steps,
                           save_steps=every, keep_checkpoints=None, lr=lr, forget_batch_size=8, retain_batch_size=8,
                           grad_accum=1, precision="fp32", template="plain", seed=seed, scheduler="constant",
                           warmup=0, logging_steps=every))

@@ -60,6 +60,7 @@ class FinetuneConfig:
     report_to: str = field(default="none", metadata={"help": "HF report_to: none | tensorboard | wandb"})
     recall_before: bool = field(default=False, metadata={"help": "measure exact-match recall before training too"})
     recall_max: int = field(default=0, metadata={"help": "measure recall on at most N records (0: all, -1: skip)"})
+    recall_before_max: int = field(default=0, metadata={"help": "recall before training on at most N of those records (0: the same ones)"})
     tiny_hidden: int = field(default=256, metadata={"help": "model=tiny: hidden size"})
     tiny_layers: int = field(default=4, metadata={"help": "model=tiny: layers"})
     tiny_vocab: int = field(default=4096, metadata={"help": "model=tiny: tokenizer vocabulary size"})
@@ -135,7 +136,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if cfg.recall_before and recall_records:
         from ..eval.recall import answer_recall
 
-        summary["recall_before"], _ = answer_recall(model, tok, recall_records, fmt)
+        before = recall_records[: cfg.recall_before_max] if cfg.recall_before_max > 0 else recall_records
+        summary["recall_before"], _ = answer_recall(model, tok, before, fmt)
+        summary["recall_before_n"] = len(before)
     if cfg.freeze_embeddings:
         model.get_input_embeddings().requires_grad_(False)
     if cfg.lora:
@@ -157,6 +160,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         from ..eval.recall import answer_recall
 
         summary["recall_after"], _ = answer_recall(model, tok, recall_records, fmt)
+        summary["recall_after_n"] = len(recall_records)
     if trainer.args.should_save:
         save_model_atomically(model, tok, run.path / "model")
         write_json(run.path / "finetune.json", summary)

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 
 
 from ..data.collate import PromptFormat
+from ..precision import autocast, resolve_precision
 from ..runs import RunDir, open_run, write_json
 from .auto_alpha import AutoAlphaResult, auto_alpha
 from .extrapolate import extrapolate_checkpoint, extrapolate_state_dict
@@ -97,13 +98,21 @@ def set_alpha(model, base_sd, un_sd, alpha: float) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def retain_utility_fn(model, tok, records, fmt: PromptFormat, base_sd, un_sd, batch_size: int = 32) -> Callable[[float], float]:
-    """u(α): mean answer probability exp(−mean NLL) on `records`, teacher-forced (no generation)."""
+def retain_utility_fn(model, tok, records, fmt: PromptFormat, base_sd, un_sd, batch_size: int = 32,
+                      precision: str = "fp32") -> Callable[[float], float]:
+    """u(α): mean answer probability exp(−mean NLL) on `records`, teacher-forced (no generation).
+
+    Each call scores in its own autocast region, entered after the weights are set: autocast caches the
+    bf16 copies of the weights for the length of a region, so one region around several α would keep
+    scoring the first α's weights."""
     from ..eval.scoring import score_records
+
+    device = next(model.parameters()).device.type
 
     def u(alpha: float) -> float:
         set_alpha(model, base_sd, un_sd, alpha)
-        scores = score_records(model, tok, records, fmt, fields=("answer",), batch_size=batch_size)
+        with autocast(precision, device):
+            scores = score_records(model, tok, records, fmt, fields=("answer",), batch_size=batch_size)
         return sum(math.exp(s.answer.mean_lp) for s in scores) / len(scores)
 
     return u
@@ -139,6 +148,8 @@ class SearchSettings:
     auto_n: int = 64
     tolerance: float = 0.05
     alpha_max: float = 8.0
+    precision: str = "fp32"   # scoring precision: fp32 | bf16 | auto (bf16 autocast where fast)
+    auto_max_evals: int = 12  # automatic α: utility evaluations at most
     extra: dict = field(default_factory=dict)
 
 
@@ -180,20 +191,23 @@ def alpha_search(run_dir: str | Path, settings: SearchSettings | None = None, ec
         from ..data.synthetic import generate_related_knowledge
 
         dataset = generate_related_knowledge(s.related_people, s.related_seed)
-    result: dict = {"base_run": str(inputs.run.path), "method": inputs.method, "suite": s.suite, "points": []}
+    result: dict = {"base_run": str(inputs.run.path), "method": inputs.method, "suite": s.suite,
+                    "precision": resolve_precision(s.precision, next(model.parameters()).device.type), "points": []}
     auto: AutoAlphaResult | None = None
     if s.auto:
         recs = heldout_retain_slice(s.auto_retain or inputs.retain, s.auto_n)
-        auto = auto_alpha(retain_utility_fn(model, tok, recs, fmt, base_sd, un_sd, s.batch_size),
-                          tolerance=s.tolerance, alpha_max=s.alpha_max)
+        auto = auto_alpha(retain_utility_fn(model, tok, recs, fmt, base_sd, un_sd, s.batch_size, s.precision),
+                          tolerance=s.tolerance, alpha_max=s.alpha_max, max_evals=s.auto_max_evals)
         result["auto"] = {**auto.to_json(), "rule": f"largest α with held-out retain probability ≥ "
                           f"(1 − {s.tolerance})·(its value at α = 0)", "retain_slice": s.auto_retain or inputs.retain,
                           "n": len(recs)}
         echo(f"automatic α = {auto.alpha:.3g} ({auto.stopped}; {len(auto.evaluations)} evaluations)")
     alphas = sorted(set(float(a) for a in s.alphas) | ({auto.alpha} if auto else set()))
+    device = next(model.parameters()).device.type
     for a in alphas:
         set_alpha(model, base_sd, un_sd, a)
-        metrics = _evaluate(model, tok, fmt, s, dataset)
+        with autocast(s.precision, device):   # a fresh region per α (see retain_utility_fn)
+            metrics = _evaluate(model, tok, fmt, s, dataset)
         result["points"].append({"alpha": a, "metrics": metrics, "auto": bool(auto and a == auto.alpha)})
         echo(f"α = {a:.3g}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6]))
     set_alpha(model, base_sd, un_sd, 0.0)
@@ -294,6 +308,8 @@ class ExtrapolateConfig:
     tolerance: float = field(default=0.05, metadata={"help": "automatic α: allowed relative drop of retain utility"})
     alpha_max: float = field(default=8.0, metadata={"help": "automatic α: upper bound"})
     save: str = field(default="none", metadata={"help": "write θ_uipe to <run>/uipe/alpha-<α>: none | auto | <α>"})
+    precision: str = field(default="fp32", metadata={"help": "scoring precision: fp32 | bf16 | auto (bf16 autocast where fast)"})
+    auto_max_evals: int = field(default=12, metadata={"help": "automatic α: utility evaluations at most"})
 
     def settings(self) -> SearchSettings:
         try:
@@ -305,7 +321,7 @@ class ExtrapolateConfig:
                               related_seed=self.related_seed, forget_fraction=self.forget_fraction,
                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, auto=self.auto,
                               auto_retain=self.auto_retain, auto_n=self.auto_n, tolerance=self.tolerance,
-                              alpha_max=self.alpha_max)
+                              alpha_max=self.alpha_max, precision=self.precision, auto_max_evals=self.auto_max_evals)
 
 
 def run_extrapolate(cfg: ExtrapolateConfig, echo=print) -> dict:
