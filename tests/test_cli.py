@@ -37,7 +37,7 @@ def test_quick_demo_runs(tmp_path):
     res = runner.invoke(app, ["demo", "--quick", f"out={tmp_path}", "people=8", "methods=[ga,npo]",
                               "unlearn_steps=4", "max_new_tokens=12"])
     assert res.exit_code == 0, res.output
-    assert "recall before" in res.output and "| unlearn-npo |" in res.output and "| uipe-ga (α=" in res.output
+    assert "recall of the answers: before" in res.output and "| unlearn-npo |" in res.output and "| uipe-ga (α=" in res.output
     assert (tmp_path / "target" / "model" / "model.safetensors").is_file()
     for run in ("target", "oracle", "unlearn-ga", "uipe-ga", "unlearn-npo", "uipe-npo"):
         assert (tmp_path / run / "eval" / "tofu.json").is_file(), run
