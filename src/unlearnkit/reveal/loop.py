@@ -63,7 +63,7 @@ from ..models.lora import LoraSettings
 from ..objectives import CachedReference, DisabledAdapterReference, UnlearnBatch, build_objective
 from ..objectives.reference import precompute_token_logprobs
 from ..precision import autocast, resolve_precision
-from ..runs import RunDir, open_run, write_json
+from ..runs import RunDir, atomic_write_text, open_run, save_model_atomically, write_json
 from .bandits import EpsilonGreedy, RandomPolicy
 from .instructions import InstructionPool, build_pool, embed_instructions
 from .neural_ucb import NeuralUCB, NeuralUCBConfig
@@ -230,14 +230,6 @@ def replay_rounds(policy, novelty: NgramNovelty, contexts, run: RunDir, n: int) 
 
 def round_dir(run: RunDir, k: int) -> Path:
     return run.path / "rounds" / f"round-{k}"
-
-
-def _write_jsonl(path: Path, rows) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def save_adapter_atomically(peft_model, name: str, dest: Path) -> None:
@@ -417,7 +409,8 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
                                            cfg.max_new_tokens),
             pool.texts, contexts, policy, scorer, cfg.pulls, round_idx=k, novelty_n=cfg.novelty_n,
             novelty_weight=cfg.novelty_weight, max_pulls_per_arm=cfg.max_pulls_per_arm, novelty=novelty)
-        _write_jsonl(rdir / "reveal.jsonl", (s.to_json() for s in samples))
+        atomic_write_text(rdir / "reveal.jsonl", "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n"
+                                                          for s in samples))
         forget = forget_records(samples, cfg.score_threshold, cfg.dedupe_threshold, target=f"{target.kind}:{target.name}")
         write_qa_jsonl(forget, rdir / "forget.jsonl")
         info = {"round": k, **_round_stats(samples), "n_forget": len(forget), "reveal_s": round(time.time() - t0, 2)}
@@ -459,12 +452,4 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
 def export_merged(peft_model, tok, dest: Path) -> Path:
     """`merge_rounds` (all rounds folded into the base weights) → `dest` (safetensors + tokenizer), atomically.
     The peft model is consumed (its base weights now hold the merge)."""
-    merged = merge_rounds(peft_model)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    return dest
+    return save_model_atomically(merge_rounds(peft_model), tok, dest)

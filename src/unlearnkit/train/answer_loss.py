@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from ..data.collate import IGNORE
+
 #: model_type values whose causal-LM logits are `lm_head(decoder(x).last_hidden_state)`, nothing more
 PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 

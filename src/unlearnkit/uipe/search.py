@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-
 from ..data.collate import PromptFormat
 from ..precision import autocast, resolve_precision
 from ..runs import RunDir, open_run, write_json
@@ -191,8 +190,9 @@ def alpha_search(run_dir: str | Path, settings: SearchSettings | None = None, ec
         from ..data.synthetic import generate_related_knowledge
 
         dataset = generate_related_knowledge(s.related_people, s.related_seed)
+    device = next(model.parameters()).device.type
     result: dict = {"base_run": str(inputs.run.path), "method": inputs.method, "suite": s.suite,
-                    "precision": resolve_precision(s.precision, next(model.parameters()).device.type), "points": []}
+                    "precision": resolve_precision(s.precision, device), "points": []}
     auto: AutoAlphaResult | None = None
     if s.auto:
         recs = heldout_retain_slice(s.auto_retain or inputs.retain, s.auto_n)
@@ -203,7 +203,6 @@ def alpha_search(run_dir: str | Path, settings: SearchSettings | None = None, ec
                           "n": len(recs)}
         echo(f"automatic α = {auto.alpha:.3g} ({auto.stopped}; {len(auto.evaluations)} evaluations)")
     alphas = sorted(set(float(a) for a in s.alphas) | ({auto.alpha} if auto else set()))
-    device = next(model.parameters()).device.type
     for a in alphas:
         set_alpha(model, base_sd, un_sd, a)
         with autocast(s.precision, device):   # a fresh region per α (see retain_utility_fn)
