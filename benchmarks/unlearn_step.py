@@ -2,7 +2,8 @@
 
 Setup: θ_ini = SmolLM2-135M-Instruct (`model=default`; `--tiny`: a from-scratch tiny Llama), the same
 forget batch (the first `--batch` rows of TOFU forget01, or synthetic forget rows when TOFU is not
-present) for every step, AdamW, fp32 unless `--precision bf16`. Both variants train the same model object
+present) for every step, fused AdamW (the trainer's default optimiser, `adamw_torch_fused`; `--optim adamw`
+for the unfused one), fp32 unless `--precision bf16`. Both variants train the same model object
 with the same objective (`npo`, β = 0.1, no retain term); only the reference provider differs:
 
 * frozen: `FrozenModelReference(copy of θ_ini)`: one extra no-grad forward per step (and a second copy of
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="forget rows per step")
     ap.add_argument("--max-length", type=int, default=160)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--optim", default="adamw_fused", choices=["adamw_fused", "adamw"],
+                    help="optimiser; adamw_fused is what `unlearn` uses by default")
     args = ap.parse_args()
 
     from unlearnkit.data.collate import PromptFormat, QADataset, pad_batch
@@ -72,7 +75,7 @@ def main() -> None:
     n_tokens = int(batch["attention_mask"].sum())
     print(f"model {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), data {source} "
           f"({len(ds)} rows), batch {args.batch} rows / {n_tokens} tokens (width {batch['input_ids'].shape[1]}), "
-          f"precision {args.precision}, torch threads {torch.get_num_threads()}", flush=True)
+          f"precision {args.precision}, optimiser {args.optim}, torch threads {torch.get_num_threads()}", flush=True)
 
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +90,7 @@ def main() -> None:
 
     objective = build_objective("npo", {"beta": 0.1})
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=args.optim == "adamw_fused")
 
     def step(ref) -> float:
         t = time.perf_counter()
