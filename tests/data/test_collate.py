@@ -47,3 +47,42 @@ def test_padding_sides(tiny_tokenizer):
 def test_chat_template_requires_template(tiny_tokenizer):
     with pytest.raises(ValueError, match="no chat template"):
         encode_qa(tiny_tokenizer, "q", "a", PromptFormat(template="chat"))
+
+
+class _SlowView:
+    """The tiny tokenizer without offsets, to exercise the prefix-decoding path."""
+
+    is_fast = False
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __call__(self, *a, **kw):
+        return self._tok(*a, **kw)
+
+    def decode(self, *a, **kw):
+        return self._tok.decode(*a, **kw)
+
+
+def test_mask_answer_spans_takes_a_name_out_of_the_loss(tiny_tokenizer, plain_format):
+    from unlearnkit.data.collate import answer_token_spans, mask_answer_spans
+
+    tok = tiny_tokenizer
+    answer = "Greta Tiroan was born in Sydney and Greta Tiroan likes red."
+    spans = [(0, 12), (36, 48)]
+    assert answer[0:12] == answer[36:48] == "Greta Tiroan"
+    enc = encode_qa(tok, "Where was Greta Tiroan born?", answer, plain_format)
+    before = list(enc.labels)
+    n = mask_answer_spans(tok, enc, answer, plain_format, spans)
+    kept = [t for t in enc.labels if t != IGNORE]
+    assert n > 0 and len(kept) == len([t for t in before if t != IGNORE]) - n
+    text = tok.decode(kept[:-1])                      # the EOS label stays
+    assert kept[-1] == tok.eos_token_id
+    assert "Greta" not in text and "Tiroan" not in text
+    assert text.split() == "was born in Sydney and likes red.".split()
+    # the prefix-decoding path (tokenizers without offsets) finds the same token spans
+    slow = answer_token_spans(_SlowView(tok), answer, plain_format)
+    fast = answer_token_spans(tok, answer, plain_format)
+    assert [tuple(s) for s in fast] == [tuple(s) for s in slow]
+    with pytest.raises(ValueError, match="exact"):
+        mask_answer_spans(tok, enc, answer, PromptFormat(template="plain", masking="open-unlearning"), spans)

@@ -13,6 +13,7 @@ from unlearnkit.data.records import read_qa_jsonl
 from unlearnkit.reveal import RandomPolicy, loop as loop_mod
 from unlearnkit.reveal.loop import RevealConfig, reveal_and_release
 from unlearnkit.reveal.selfdata import RevealSample, forget_records, reveal_round, score_texts
+from unlearnkit.reveal.target import Target
 from unlearnkit.train.finetune import FinetuneConfig, finetune
 
 PEOPLE = 8
@@ -185,6 +186,39 @@ def test_replay_rounds_feeds_the_bandit_and_the_novelty_record(tmp_path):
     assert loop_mod.replay_rounds(policy, novelty, torch.eye(3), run, 1) == 2
     assert policy.counts == {2: 1, 0: 1} and policy.sums[2] == pytest.approx(0.6)
     assert novelty.novelty("alpha beta gamma") == 0.0 and novelty.novelty("new words here") == 1.0
+    policy = EpsilonGreedy(epsilon=0.0)   # novelty_scope='round': the bandit learns, no texts are replayed
+    assert loop_mod.replay_rounds(policy, None, torch.eye(3), run, 1) == 2 and policy.counts == {2: 1, 0: 1}
+
+
+def test_name_mask_and_contrast_scorer_in_the_loop(target_model, tmp_path):
+    model, name = target_model
+    others = [p.name for p in generate_related_knowledge(PEOPLE, 0).people[1:4]]
+    run = tmp_path / "rr"
+    summary = reveal_and_release(_cfg(model, name, run, rounds=1, mask_target=True, scorer="entity_contrast",
+                                      contrast_names=others, export=False))
+    info = json.loads((run / "rounds" / "round-0" / "round.json").read_text())
+    forget = read_qa_jsonl(run / "rounds" / "round-0" / "forget.jsonl")
+    from unlearnkit.reveal.scorers import mention_pattern
+
+    if any(mention_pattern([name]).search(r.answer) for r in forget):   # the full name: out of the loss
+        assert info["train"]["masked_tokens"] > 0
+    else:
+        assert info["train"]["masked_tokens"] == 0
+    assert info["train"]["n_forget"] + info["train"]["dropped_rows"] == len(forget)
+    rows = [json.loads(l) for l in (run / "rounds" / "round-0" / "reveal.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["score"] <= 1.0 for r in rows) and summary["rounds_trained"] == 1
+
+
+def test_masked_forget_dataset_drops_rows_that_are_only_the_name(tiny_tokenizer, plain_format):
+    from unlearnkit.data.records import QARecord
+    from unlearnkit.reveal.scorers import mention_pattern
+
+    recs = [QARecord("Who is Ann Lee?", "Ann Lee"), QARecord("Who is Ann Lee?", "Ann Lee was born in Rome.")]
+    ds, counts = loop_mod.masked_forget_dataset(recs, tiny_tokenizer, plain_format, mention_pattern(["Ann Lee"]))
+    assert len(ds) == 1 and ds.records[0].answer.endswith("Rome.") and counts["dropped_rows"] == 1
+    assert counts["masked_tokens"] >= 2
+    ds, counts = loop_mod.masked_forget_dataset(recs, tiny_tokenizer, plain_format, None)
+    assert len(ds) == 2 and counts == {"masked_tokens": 0, "dropped_rows": 0}
 
 
 def test_config_errors():
@@ -196,6 +230,10 @@ def test_config_errors():
         RevealConfig(target="skill:code", method="grad_diff")
     with pytest.raises(ValueError, match="IdK"):
         RevealConfig(target="skill:code", method="idk_nll")
+    with pytest.raises(ValueError, match="novelty_scope"):
+        RevealConfig(target="skill:code", novelty_scope="forever")
+    with pytest.raises(ValueError, match="rates an entity"):
+        loop_mod.make_scorer(RevealConfig(target="skill:code", scorer="entity_contrast"), Target.skill("code"))
 
 
 def test_cli_reveal_refuses_a_bad_target():

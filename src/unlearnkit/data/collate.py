@@ -98,6 +98,43 @@ def encode_qa(tokenizer, question: str, answer: str, fmt: PromptFormat) -> Encod
     return Encoded(ids, labels, n_prompt, truncated)
 
 
+def answer_token_spans(tokenizer, answer: str, fmt: PromptFormat) -> list[tuple[int, int]]:
+    """Character span in `answer` of each answer token `encode_qa` makes (exact masking), so that a part of
+    the answer can be taken out of the loss. Fast tokenizers give offsets; others are decoded prefix by
+    prefix (a token that starts mid-character gets an empty span)."""
+    text = _answer_text(tokenizer, answer, fmt)
+    shift = len(text) - len(answer)        # the plain template's leading space
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = enc["offset_mapping"]
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        spans, prev = [], 0
+        for i in range(1, len(ids) + 1):
+            end = len(tokenizer.decode(ids[:i]))
+            spans.append((min(prev, end), end))
+            prev = max(prev, end)
+    return [(max(a - shift, 0), max(b - shift, 0)) for a, b in spans]
+
+
+def mask_answer_spans(tokenizer, encoded: Encoded, answer: str, fmt: PromptFormat,
+                      spans: Sequence[tuple[int, int]]) -> int:
+    """Set to IGNORE, in place, the labels of the answer tokens of `encoded` overlapping any character span
+    of `answer` in `spans` (e.g. an entity's name in a self-generated text). Returns how many were masked.
+    Exact masking only: open-unlearning's joint tokenisation has no clean answer/token alignment."""
+    if fmt.masking != "exact":
+        raise ValueError("mask_answer_spans needs PromptFormat(masking='exact')")
+    masked = 0
+    for j, (a, b) in enumerate(answer_token_spans(tokenizer, answer, fmt)):
+        pos = encoded.prompt_len + j
+        if pos >= len(encoded.labels):
+            break
+        if b > a and any(a < e and s < b for s, e in spans) and encoded.labels[pos] != IGNORE:
+            encoded.labels[pos] = IGNORE
+            masked += 1
+    return masked
+
+
 class QADataset(torch.utils.data.Dataset):
     """Records encoded once; truncation is counted and logged, never silent."""
 

@@ -6,9 +6,11 @@ Part 1 (tiny Llama fine-tuned on synthetic people): the method sees only one per
 records (never shown to the method) judge it: per round, the share of the person's fact values that the
 self-generated forget set covers (a value counts as covered if its string appears in a kept generation),
 forget probability / ROUGE-L recall on the person's true QA, and utility = probability on the other
-people's QA. Compared with (a) `unlearn()` on the person's true records with the same objective, LoRA
-rank, lr and total steps, and (b) one round with uniformly random instructions (no bandit), same total
-pulls and steps.
+people's QA (people 0–7; the retain term of every method uses people 8–18, and the entity-contrast
+scorer contrasts with three of them). Compared with (a) `unlearn()` on the person's true records with the
+same objective, LoRA rank, lr and total steps, (b) one round with uniformly random instructions (no
+bandit), same total pulls and steps, and (c) one NeuralUCB round with the same totals (bandit without
+iteration).
 
 Part 2 (default SmolLM2-135M): skill:code and behaviour:toxicity, up to two small rounds each; the scorer's mean
 on a fixed set of greedy generations before/after and a utility probability on synthetic world facts.
@@ -112,37 +114,51 @@ def entity_part(out: Path, people: int, rounds: int, steps: int, pulls: int, see
     victim = people - 1
     name = ds.people[victim].name
     forget = ds.records(kinds=("target", "related", "unrelated", "multihop"), people=[victim])
-    utility = ds.records(kinds=("target", "related", "unrelated"), people=list(range(min(people - 1, 8))))
+    n_util = min(people - 1, 8)
+    utility = ds.records(kinds=("target", "related", "unrelated"), people=list(range(n_util)))
+    # retain data for every method's NLL term: the other people, disjoint from the utility people
+    retain_path = out / "retain.jsonl"
+    write_qa_jsonl(ds.records(kinds=("target", "related", "unrelated"), people=list(range(n_util, victim))),
+                   retain_path)
     values = fact_values(forget)
     base_model, tok = load_model(model_dir)
     base = qa_metrics(base_model, tok, forget, utility)
     del base_model
 
-    common = dict(target=f"entity:{name}", model=model_dir, method="npo", params={"beta": 0.1}, lr=1e-3,
+    params = {"beta": 0.1, "retain": "nll"}
+    # the entity-contrast scorer compares against people the model knows: three retain people
+    contrast = [ds.people[i].name for i in range(n_util, min(n_util + 3, victim))]
+    common = dict(target=f"entity:{name}", model=model_dir, method="npo", params=params, retain=str(retain_path), lr=1e-3,
                   batch_size=8, lora_r=8, samples=4, max_new_tokens=32, n_recombined=30, score_threshold=0.2,
-                  stop_score=0.02, precision="fp32", seed=seed, export=False)
-    rr_cfg = RevealConfig(run=str(out / "reveal_lr1e-3"), rounds=rounds, steps=steps, pulls=pulls, ortho_weight=0.5, **common)
+                  stop_score=0.02, precision="fp32", seed=seed, export=False, scorer="entity_contrast",
+                  contrast_names=contrast)
+    rr_cfg = RevealConfig(run=str(out / "reveal"), rounds=rounds, steps=steps, pulls=pulls, ortho_weight=0.5, **common)
     reveal_and_release(rr_cfg)
     rr = _rounds_metrics(rr_cfg, forget, utility, values)
-    rand_cfg = RevealConfig(run=str(out / "random_1round_lr1e-3"), rounds=1, steps=steps * rounds, pulls=pulls * rounds,
+    one_cfg = RevealConfig(run=str(out / "bandit_1round"), rounds=1, steps=steps * rounds, pulls=pulls * rounds,
+                           **common)
+    reveal_and_release(one_cfg)
+    one = _rounds_metrics(one_cfg, forget, utility, values)
+    rand_cfg = RevealConfig(run=str(out / "random_1round"), rounds=1, steps=steps * rounds, pulls=pulls * rounds,
                             bandit="random", **common)
     reveal_and_release(rand_cfg)
     rnd = _rounds_metrics(rand_cfg, forget, utility, values)
 
     true_path = out / "true_forget.jsonl"
     write_qa_jsonl(forget, true_path)
-    un_cfg = UnlearnConfig(model=model_dir, forget=str(true_path), method="npo", params={"beta": 0.1},
-                           run=str(out / "true_data_npo_lr1e-3"), lora=True, lora_r=8, lora_alpha=16, lr=1e-3,
+    un_cfg = UnlearnConfig(model=model_dir, forget=str(true_path), method="npo", params=params, retain=str(retain_path),
+                           run=str(out / "true_data_npo"), lora=True, lora_r=8, lora_alpha=16, lr=1e-3,
                            max_steps=steps * rounds, forget_batch_size=8, grad_accum=1, precision="fp32",
                            template="plain", save_steps=10_000, logging_steps=5, seed=seed, weight_decay=0.0,
                            scheduler="constant", warmup=0)   # as a reveal round trains: constant lr, no warm-up
     unlearn(un_cfg)
-    m, tok = load_model(str(out / "true_data_npo_lr1e-3" / "adapter"))
+    m, tok = load_model(str(out / "true_data_npo" / "adapter"))
     true_row = qa_metrics(m, tok, forget, utility)
 
     rows = [{"setting": "θ_ini (before)", **base}]
     for r in rr:
         rows.append({"setting": f"R&R round {r['round']}" + ("" if r["trained"] else " (stopped)"), **r})
+    rows.append({"setting": "NeuralUCB 1 round", **one[0]})
     rows.append({"setting": "random 1 round", **rnd[0]})
     rows.append({"setting": "NPO on true forget data", "coverage": 1.0, "coverage_cum": 1.0, **true_row})
     return {"person": name, "facts": values, "finetune": {k: ft_summary.get(k) for k in ("recall_after", "steps",
@@ -194,7 +210,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/reveal_exp")
     ap.add_argument("--people", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=15, help="unlearning steps per round")
+    ap.add_argument("--steps", type=int, default=60, help="unlearning steps per round")
     ap.add_argument("--pulls", type=int, default=12, help="bandit pulls per round")
     ap.add_argument("--skip-smollm", action="store_true")
     args = ap.parse_args(argv)

@@ -8,9 +8,10 @@ or `unlearnkit reveal target='entity:Alia Karo' model=runs/target/model rounds=3
 Each round k = 0, 1, ...:
   1. **reveal** (`selfdata.reveal_round`): arms are the instruction pool (built once, `pool.json`), contexts
      their embeddings under the *current* model (`embed_instructions`); the bandit (NeuralUCB by default;
-     one for the whole run with `bandit_memory`, so round k starts from what rounds < k learned, and novelty
-     counts against every earlier generation) makes `pulls` pulls of K sampled completions each, at most
-     `max_pulls_per_arm` per instruction; reward = `reveal_reward(score, novelty)`.
+     one for the whole run with `bandit_memory`, so round k starts from what rounds < k learned) makes `pulls`
+     pulls of K sampled completions each, at most `max_pulls_per_arm` per instruction; reward =
+     `reveal_reward(score, novelty)`, novelty against this round's earlier generations (`novelty_scope=run`:
+     every earlier round's too).
      If the round's mean score is below `stop_score`, or no generation passes `score_threshold`, the loop
      stops (round.json records why; no adapter).
   2. **release**: a new LoRA module `round_k` (`olora.add_round_adapter`; earlier rounds active and
@@ -46,16 +47,17 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 from ..config import to_dict
-from ..data.collate import PromptFormat, QADataset, pad_batch
+from ..data.collate import IGNORE, PromptFormat, QADataset, mask_answer_spans, pad_batch
 from ..data.records import QARecord, write_qa_jsonl
 from ..data.specs import load_records
 from ..models.loading import load_model
@@ -69,7 +71,7 @@ from .instructions import InstructionPool, build_pool, embed_instructions
 from .neural_ucb import NeuralUCB, NeuralUCBConfig
 from .novelty import NgramNovelty
 from .olora import activate_rounds, add_round_adapter, merge_rounds, round_adapter_name, round_orthogonality_penalty
-from .scorers import get_scorer, scorer_for_target
+from .scorers import get_scorer, mention_pattern, scorer_for_target
 from .selfdata import RevealSample, forget_records, reveal_round, sample_completions
 from .target import KINDS, Target
 
@@ -92,8 +94,11 @@ class RevealConfig:
 
     target: str = _h("", "what to forget: 'entity:<Name>', 'skill:code', 'behaviour:toxicity' (kind:name)")
     aliases: list[str] = _h([], "other names of an entity target")
+    contrast_names: list[str] = _h([], "entity_contrast scorer: names of other entities of the same kind, known to "
+                                       "the model, to contrast against (empty: John Smith, Maria Garcia, Wei Chen)")
     model: str = _h("default", "θ_ini: a model dir, hub id, .gguf file or 'default' (SmolLM2-135M offline)")
-    scorer: str = _h("auto", "auto (from the target) | entity | code | toxicity | hf:<hub classifier id>")
+    scorer: str = _h("auto", "auto (entity: entity_contrast, code: code, toxicity: toxicity) | entity | "
+                             "entity_contrast | code | toxicity | hf:<hub classifier id>")
     run: str = _h("runs/reveal", "run directory")
     rounds: int = _h(3, "maximum number of reveal+unlearn rounds")
     stop_score: float = _h(0.05, "stop when a round's mean reveal score falls below this")
@@ -105,7 +110,9 @@ class RevealConfig:
     pulls: int = _h(16, "bandit pulls (instructions) per round")
     max_pulls_per_arm: int = _h(2, "pulls of one instruction per round at most, so the forget set comes from "
                                    "several instructions (0: no cap)")
-    bandit_memory: bool = _h(True, "keep one bandit and one novelty record across rounds (false: fresh each round)")
+    bandit_memory: bool = _h(True, "keep one bandit across rounds (false: a fresh bandit each round)")
+    novelty_scope: str = _h("round", "novelty against this round's earlier generations (round: a fact still revealed "
+                                     "after unlearning is worth collecting again) or every earlier round's (run)")
     samples: int = _h(4, "K: sampled completions per pull")
     temperature: float = _h(1.0, "sampling temperature")
     top_p: float = _h(0.95, "nucleus sampling p")
@@ -113,6 +120,8 @@ class RevealConfig:
     novelty_n: int = _h(3, "word n-gram size of the novelty term")
     novelty_weight: float = _h(1.0, "w in reward = score·((1−w) + w·novelty)")
     score_threshold: float = _h(0.3, "keep generations scoring at least this as forget data")
+    mask_target: bool = _h(False, "entity targets: no loss on the name/alias tokens inside the generations (the "
+                                  "loss then falls on what is said about the entity only)")
     dedupe_threshold: float = _h(0.7, "drop a generation whose word-bigram Jaccard with a kept one is >= this")
     # unlearning
     method: str = _h("npo", "objective name (unlearnkit.objectives.OBJECTIVES): npo, ga, grad_diff, simnpo, ...")
@@ -139,6 +148,8 @@ class RevealConfig:
         self.parsed_target()
         if self.bandit not in BANDITS:
             raise ValueError(f"bandit={self.bandit!r}: expected one of {BANDITS}")
+        if self.novelty_scope not in ("round", "run"):
+            raise ValueError(f"novelty_scope={self.novelty_scope!r}: expected 'round' or 'run'")
         if self.reference not in ("base", "previous"):
             raise ValueError(f"reference={self.reference!r}: expected 'base' or 'previous'")
         for name in ("rounds", "pulls", "samples", "max_new_tokens", "steps", "batch_size", "lora_r", "novelty_n"):
@@ -186,10 +197,16 @@ class RevealConfig:
 
 # -- pieces ---------------------------------------------------------------------------------------------
 def make_scorer(cfg: RevealConfig, target: Target):
+    if cfg.scorer == "auto" and target.kind == "entity":   # the model-based scorer: see contrast_scorer
+        return make_scorer(replace(cfg, scorer="entity_contrast"), target)
     if cfg.scorer == "auto":
         return scorer_for_target(target)
-    if cfg.scorer == "entity":
-        return get_scorer("entity", names=target.surface_forms)
+    if cfg.scorer in ("entity", "entity_contrast"):
+        if target.kind != "entity":
+            raise ValueError(f"scorer={cfg.scorer!r} rates an entity; target {cfg.target!r} is a {target.kind}")
+        if cfg.scorer == "entity_contrast" and cfg.contrast_names:
+            return get_scorer(cfg.scorer, names=target.surface_forms, placeholders=cfg.contrast_names)
+        return get_scorer(cfg.scorer, names=target.surface_forms)
     return get_scorer(cfg.scorer)
 
 
@@ -205,10 +222,11 @@ def make_policy(cfg: RevealConfig, dim: int, round_idx: int):
     return RandomPolicy(seed=seed)
 
 
-def replay_rounds(policy, novelty: NgramNovelty, contexts, run: RunDir, n: int) -> int:
+def replay_rounds(policy, novelty: NgramNovelty | None, contexts, run: RunDir, n: int) -> int:
     """Feed rounds 0..n-1's pulls (`reveal.jsonl`: arm, mean reward of the pull) to `policy` and their texts to
     `novelty`, so a resumed run's bandit starts from what the finished rounds learned. Contexts are those of
-    the current model (the originals were not kept). Returns the number of pulls replayed."""
+    the current model (the originals were not kept). `novelty` None: texts are not replayed (novelty_scope
+    'round'). Returns the number of pulls replayed."""
     replayed = 0
     for k in range(n):
         path = round_dir(run, k) / "reveal.jsonl"
@@ -222,7 +240,7 @@ def replay_rounds(policy, novelty: NgramNovelty, contexts, run: RunDir, n: int) 
         for _, rows in sorted(pulls.items()):
             arm = int(rows[0]["arm"])
             policy.update(contexts[arm], sum(r["reward"] for r in rows) / len(rows), arm=arm)
-            for r in rows:
+            for r in rows if novelty is not None else ():
                 novelty.add(r["text"])
             replayed += 1
     return replayed
@@ -287,12 +305,37 @@ def _batches(n: int, batch_size: int, rng: random.Random):
             yield order[i:i + batch_size]
 
 
+def masked_forget_dataset(forget: list[QARecord], tok, fmt: PromptFormat, pattern: re.Pattern | None
+                          ) -> tuple[QADataset, dict]:
+    """The round's forget rows encoded, with the answer tokens matching `pattern` (the entity's name) taken out
+    of the labels; rows left with nothing to learn but EOS are dropped. Returns (dataset, counts)."""
+    ds = QADataset(forget, tok, fmt)
+    counts = {"masked_tokens": 0, "dropped_rows": 0}
+    if pattern is None:
+        return ds, counts
+    keep = []
+    for i, (rec, item) in enumerate(zip(ds.records, ds.items)):
+        spans = [m.span() for m in pattern.finditer(rec.answer)]
+        counts["masked_tokens"] += mask_answer_spans(tok, item, rec.answer, fmt, spans)
+        left = [lab for lab in item.labels if lab != IGNORE]
+        if left and left != [tok.eos_token_id]:
+            keep.append(i)
+    counts["dropped_rows"] = len(ds.items) - len(keep)
+    ds.records, ds.items = [ds.records[i] for i in keep], [ds.items[i] for i in keep]
+    return ds, counts
+
+
 def train_round(model, tok, objective, forget: list[QARecord], retain: list[QARecord], cfg: RevealConfig,
-                round_idx: int, fmt: PromptFormat, run: RunDir | None = None) -> dict:
-    """Train the newest round adapter for `cfg.steps` steps: objective + λ·orthogonality. Returns its logs."""
+                round_idx: int, fmt: PromptFormat, run: RunDir | None = None,
+                mask: re.Pattern | None = None) -> dict:
+    """Train the newest round adapter for `cfg.steps` steps: objective + λ·orthogonality. `mask`: answer text
+    kept out of the loss (`masked_forget_dataset`). Returns its logs."""
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device.type)
-    ds = QADataset(forget, tok, fmt)
+    ds, mask_counts = masked_forget_dataset(forget, tok, fmt, mask)
+    if not len(ds):
+        raise ValueError(f"round {round_idx}: every forget row is only the target's name once it is masked; "
+                         "nothing to unlearn (mask_target=false trains on the name too)")
     rds = QADataset(retain, tok, fmt) if retain else None
     pad = tok.pad_token_id
     to_dev = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
@@ -341,7 +384,7 @@ def train_round(model, tok, objective, forget: list[QARecord], retain: list[QARe
     with torch.no_grad():
         final_ortho = float(round_orthogonality_penalty(model))
     return {"steps": cfg.steps, "first": history[0], "last": history[-1], "ortho_start": history[0]["ortho"],
-            "ortho_end": final_ortho, "n_forget": len(ds), "n_retain": len(rds) if rds else 0}
+            "ortho_end": final_ortho, "n_forget": len(ds), "n_retain": len(rds) if rds else 0, **mask_counts}
 
 
 def _round_stats(samples: list[RevealSample]) -> dict:
@@ -401,9 +444,12 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
         # 1. reveal: arms = pool, contexts = embeddings under the current model
         contexts = embed_instructions(model, tok, pool.texts)
         if policy is None or not cfg.bandit_memory:
-            policy, novelty = make_policy(cfg, contexts.shape[1], k), NgramNovelty(cfg.novelty_n)
+            policy = make_policy(cfg, contexts.shape[1], k)
+            novelty = NgramNovelty(cfg.novelty_n) if cfg.novelty_scope == "run" else None
             if cfg.bandit_memory and k:   # resumed: replay the finished rounds' pulls into the new bandit
                 replay_rounds(policy, novelty, contexts, run, k)
+        if hasattr(scorer, "use_model"):   # model-based scorers rate with the model as it enters the round
+            scorer.use_model(model, tok, fmt)
         samples = reveal_round(
             lambda ins: sample_completions(model, tok, ins, cfg.samples, fmt, cfg.temperature, cfg.top_p,
                                            cfg.max_new_tokens),
@@ -416,9 +462,16 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
         info = {"round": k, **_round_stats(samples), "n_forget": len(forget), "reveal_s": round(time.time() - t0, 2)}
         log.info("round %d: mean score %.3f over %d generations, %d forget rows", k, info["mean_score"],
                  info["n_generations"], len(forget))
-        if info["mean_score"] < cfg.stop_score or not forget:
-            info.update(trained=False, stop_reason=(f"mean score {info['mean_score']:.4f} < stop_score={cfg.stop_score}"
-                                                    if forget else f"no generation scored >= {cfg.score_threshold}"))
+        mask = mention_pattern(target.surface_forms) if cfg.mask_target and target.kind == "entity" else None
+        stop_reason = None
+        if not forget:
+            stop_reason = f"no generation scored >= {cfg.score_threshold}"
+        elif info["mean_score"] < cfg.stop_score:
+            stop_reason = f"mean score {info['mean_score']:.4f} < stop_score={cfg.stop_score}"
+        elif mask is not None and not len(masked_forget_dataset(forget, tok, fmt, mask)[0]):
+            stop_reason = "every kept generation is only the target's name: nothing left to unlearn"
+        if stop_reason:
+            info.update(trained=False, stop_reason=stop_reason)
             write_json(rdir / ROUND_FILE, info)
             rounds.append(info)
             stopped = info
@@ -427,7 +480,7 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
         t1 = time.time()
         torch.manual_seed(cfg.seed * 1000 + k)
         model = add_round_adapter(model, k, cfg.lora_settings)
-        train_info = train_round(model, tok, objective, forget, retain, cfg, k, fmt, run)
+        train_info = train_round(model, tok, objective, forget, retain, cfg, k, fmt, run, mask=mask)
         t2 = time.time()
         save_adapter_atomically(model, round_adapter_name(k), rdir / "adapter")
         info.update(trained=True, train=train_info, train_s=round(t2 - t1, 2), save_s=round(time.time() - t2, 2),

@@ -5,6 +5,8 @@ registered by name and built with `get_scorer(name, **kwargs)`:
 
 =============  =======================================================================================
 ``entity``     mentions of an entity's name/aliases, optionally fact keywords and the model's confidence
+``entity_contrast``  what the model says about an entity beyond what it would say of a placeholder name
+               (`contrast_scorer`; needs the model, bound with `use_model`)
 ``code``       Python that parses (`ast`) or code-shaped lines (keywords, brackets, assignments)
 ``toxicity``   `alt-profanity-check` (`profanity_check.predict_prob`, a linear SVM, offline)
 ``hf:<id>``    any hub text classifier through `transformers.pipeline("text-classification")` (online)
@@ -87,6 +89,24 @@ def _check_texts(texts) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- entity
+def _surface_pattern(s: str) -> str:
+    body = r"\s+".join(re.escape(w) for w in s.split())
+    left = r"\b" if re.match(r"\w", s) else ""
+    right = r"\b" if re.search(r"\w$", s) else ""
+    return left + body + right
+
+
+def mention_pattern(names: Sequence[str]) -> re.Pattern:
+    """Case-insensitive regex matching any of `names` as whole words (any whitespace between words).
+
+    Longest first so that 'Harry Potter' is matched before 'Harry'; \\b only where a form starts/ends with a
+    word character (aliases like 'C++' stay matchable)."""
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("mention_pattern needs at least one non-empty name")
+    return re.compile("|".join(_surface_pattern(n) for n in sorted(names, key=len, reverse=True)), re.IGNORECASE)
+
+
 @register_scorer("entity")
 class EntityScorer:
     """Mentions of an entity, optionally with fact keywords and the model's own confidence.
@@ -117,18 +137,8 @@ class EntityScorer:
         self.facts = [f.strip() for f in ([facts] if isinstance(facts, str) else facts) if f.strip()]
         self.saturation = saturation
         self.confidence_weight = confidence_weight
-        # Longest first so that 'Harry Potter' is matched before 'Harry'; \b only where the form starts/ends
-        # with a word character (aliases like 'C++' stay matchable).
-        self._mention = re.compile("|".join(self._pattern(n) for n in sorted(names, key=len, reverse=True)),
-                                   re.IGNORECASE)
-        self._facts = [re.compile(self._pattern(f), re.IGNORECASE) for f in self.facts]
-
-    @staticmethod
-    def _pattern(s: str) -> str:
-        body = r"\s+".join(re.escape(w) for w in s.split())
-        left = r"\b" if re.match(r"\w", s) else ""
-        right = r"\b" if re.search(r"\w$", s) else ""
-        return left + body + right
+        self._mention = mention_pattern(names)
+        self._facts = [mention_pattern([f]) for f in self.facts]
 
     def mentions(self, text: str) -> int:
         return len(self._mention.findall(text))
@@ -278,3 +288,6 @@ class HFClassifierScorer:
         pipe = self._pipeline()
         outs = pipe(texts, batch_size=self.batch_size, truncation=self.truncation)
         return [float(next((d["score"] for d in out if d["label"] == self.label), 0.0)) for out in outs]
+
+
+from . import contrast_scorer  # noqa: E402,F401  registers 'entity_contrast' (it builds on this module)

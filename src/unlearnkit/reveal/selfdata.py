@@ -83,17 +83,21 @@ def sample_completions(model, tokenizer, instruction: str, k: int, fmt: PromptFo
     return result
 
 
-def score_texts(scorer: Callable, texts: Sequence[str], mean_logprobs: Sequence[float] | None = None) -> list[float]:
-    """`scorer(texts)`, passing `mean_logprobs` to scorers that accept it (the entity scorer's confidence)."""
+def score_texts(scorer: Callable, texts: Sequence[str], mean_logprobs: Sequence[float] | None = None,
+                instructions: Sequence[str] | None = None) -> list[float]:
+    """`scorer(texts)`, passing `mean_logprobs` (the entity scorer's confidence) and `instructions` (the
+    entity-contrast scorer's prompts) to scorers whose signature takes them."""
     texts = list(texts)
     if not texts:
         return []
     try:
-        accepts = "mean_logprobs" in inspect.signature(scorer).parameters
+        params = inspect.signature(scorer).parameters
     except (TypeError, ValueError):
-        accepts = False
-    scores = scorer(texts, mean_logprobs=list(mean_logprobs)) if accepts and mean_logprobs is not None \
-        else scorer(texts)
+        params = {}
+    context = {name: list(values) for name, values in (("mean_logprobs", mean_logprobs),
+                                                       ("instructions", instructions))
+               if values is not None and name in params}
+    scores = scorer(texts, **context)
     if len(scores) != len(texts):
         raise ValueError(f"scorer {getattr(scorer, 'name', scorer)!r} returned {len(scores)} scores for "
                          f"{len(texts)} texts")
@@ -130,7 +134,7 @@ def reveal_round(generate: Callable[[str], list[tuple[str, float]]], instruction
         instruction = instructions[arm]
         gens = generate(instruction)
         texts = [t for t, _ in gens]
-        scores = score_texts(scorer, texts, [lp for _, lp in gens])
+        scores = score_texts(scorer, texts, [lp for _, lp in gens], [instruction] * len(texts))
         novs = novelty(texts)
         rewards = [reveal_reward(s, n, novelty_weight) for s, n in zip(scores, novs)]
         policy.update(contexts[arm], sum(rewards) / len(rewards), arm=arm)
