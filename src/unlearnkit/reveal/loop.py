@@ -48,7 +48,6 @@ import logging
 import os
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,7 +64,7 @@ from ..models.lora import LoraSettings
 from ..objectives import CachedReference, DisabledAdapterReference, UnlearnBatch, build_objective
 from ..objectives.reference import precompute_token_logprobs
 from ..precision import autocast, resolve_precision
-from ..runs import RunDir, atomic_write_text, open_run, save_model_atomically, write_json
+from ..runs import RunDir, atomic_dir, atomic_write_text, open_run, save_model_atomically, write_json
 from .bandits import EpsilonGreedy, RandomPolicy
 from .instructions import InstructionPool, build_pool, embed_instructions
 from .neural_ucb import NeuralUCB, NeuralUCBConfig
@@ -251,15 +250,15 @@ def round_dir(run: RunDir, k: int) -> Path:
 
 
 def save_adapter_atomically(peft_model, name: str, dest: Path) -> None:
-    """`save_pretrained` of one adapter into a temp dir, then one rename to `dest`."""
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(str(tmp), selected_adapters=[name])
-    src = tmp / name if (tmp / name / "adapter_config.json").is_file() else tmp  # peft nests non-'default' names
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(src, dest)
-    shutil.rmtree(tmp, ignore_errors=True)
+    """`save_pretrained` of one adapter through `runs.atomic_dir` (peft nests a non-'default' adapter in a
+    sub-directory named after it: its files are moved up)."""
+    with atomic_dir(dest) as tmp:
+        peft_model.save_pretrained(str(tmp), selected_adapters=[name])
+        nested = tmp / name
+        if (nested / "adapter_config.json").is_file():
+            for f in nested.iterdir():
+                os.replace(f, tmp / f.name)
+            nested.rmdir()
 
 
 def load_round_adapters(model, run: RunDir, n: int):

@@ -25,9 +25,9 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from ..runs import atomic_dir
 from .plan import AlphaPlan
 from .safetensors_io import TORCH_DTYPES, SafetensorsReader, SafetensorsWriter
 from .tensors import check_matching, extrapolate_tensor
@@ -109,32 +109,20 @@ def copy_side_files(src: Path, dst: Path, skip: set[str] = frozenset()) -> list[
 
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str | Path, overwrite: bool = False, protect: tuple[Path, ...] = ()):
-    """Yield a hidden temp dir beside `out_dir`; on success rename it to `out_dir`, on any error delete it."""
+    """`runs.atomic_dir` for θ_uipe: refuses an input as output and an existing dir unless `overwrite`, and
+    fsyncs the side files (the shard writer fsyncs the shards) before the rename."""
     out = Path(out_dir).absolute()
     for p in protect:
         if p is not None and Path(p).resolve() == out.resolve():
             raise ValueError(f"out_dir={str(out_dir)!r} is one of the inputs; write θ_uipe to a new directory")
     if out.exists() and not overwrite:
         raise FileExistsError(f"out_dir={str(out_dir)!r} already exists; remove it or pass overwrite=True")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         yield tmp
         for f in tmp.iterdir():  # the directory entry is fsynced by the renames; make file data durable
-            if f.is_file() and f.suffix != ".safetensors":  # writer already fsynced the shards
+            if f.is_file() and f.suffix != ".safetensors":
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_provenance(dst: Path, backend: str, plan: AlphaPlan, base, unlearned, extra: dict | None = None) -> None:
