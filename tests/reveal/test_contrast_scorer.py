@@ -55,3 +55,22 @@ def test_contrast_scorer_errors(tiny_model, tiny_tokenizer):
     with pytest.raises(ValueError, match="instructions"):
         scorer(["Ann Lee is tall."])
     assert scorer([], instructions=[]) == []
+
+
+def test_base_scoring_disables_the_adapters(tiny_model, tiny_tokenizer, people):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    name, *others = [p.name for p in people.people[:3]]
+    texts, instructions = [f"{name} was born in Rome."], [f"Who is {name}?"]
+    scorer = get_scorer("entity_contrast", names=[name], placeholders=others)
+    plain = scorer.use_model(tiny_model, tiny_tokenizer).deltas(texts, instructions)
+    peft_model = get_peft_model(copy.deepcopy(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for n, p in peft_model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0.0, 0.5)
+    adapted = scorer.use_model(peft_model, tiny_tokenizer).deltas(texts, instructions)
+    base = scorer.use_model(peft_model, tiny_tokenizer, base=True).deltas(texts, instructions)
+    assert base == pytest.approx(plain, abs=1e-4) and abs(adapted[0] - plain[0]) > 1e-3

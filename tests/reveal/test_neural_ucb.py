@@ -116,3 +116,18 @@ def test_baselines_and_errors():
         NeuralUCBConfig(covariance="exact")
     with pytest.raises(ValueError, match="lam=0"):
         NeuralUCBConfig(lam=0)
+
+
+def test_explore_first_pulls_at_random_then_uses_ucb():
+    x = torch.randn(6, 4)
+    ucb, rnd = NeuralUCB(4, seed=3, explore_first=5), RandomPolicy(seed=3)
+    allowed = [True, False, True, True, False, True]
+    for i in range(5):        # the same draws as a random policy with the same seed, within the allowed arms
+        k = ucb.select(x, allowed=allowed)
+        assert k == rnd.select(x, allowed=allowed) and allowed[k]
+        ucb.update(x[k], float(i))
+    f, bonus = ucb.ucb(x)
+    assert ucb.select(x) == int(torch.argmax(f + bonus))   # from then on: UCB
+    with pytest.raises(ValueError, match="explore_first"):
+        NeuralUCBConfig(explore_first=-1)
+

@@ -91,6 +91,41 @@ def _rounds_metrics(cfg: RevealConfig, forget, utility, values) -> list[dict]:
     return out
 
 
+PART1_COLUMNS = ["setting", "mean_score", "n_forget", "coverage", "coverage_cum", "forget_prob", "forget_rouge",
+                 "utility_prob", "utility_rouge"]
+
+
+def seed_summary(runs: list[list[dict]]) -> list[dict]:
+    """Mean ± sd over seeds per setting; R&R is represented by its last trained round."""
+    import statistics
+
+    def key(row: dict) -> str | None:
+        name = row["setting"]
+        if name.startswith("R&R round"):
+            return None if "stopped" in name else "R&R (last trained round)"
+        return name
+
+    groups: dict[str, list[dict]] = {}
+    for rows in runs:
+        per_run: dict[str, dict] = {}
+        for row in rows:
+            k = key(row)
+            if k is not None:
+                per_run[k] = row          # later R&R rounds overwrite earlier ones
+        for k, row in per_run.items():
+            groups.setdefault(k, []).append(row)
+    out = []
+    for k, rows in groups.items():
+        line: dict = {"setting": f"{k} (n={len(rows)})"}
+        for c in ("coverage_cum", "forget_prob", "forget_rouge", "utility_prob", "utility_rouge"):
+            vals = [float(r[c]) for r in rows if isinstance(r.get(c), (int, float))]
+            if vals:
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                line[c] = f"{statistics.mean(vals):.3f} ± {sd:.3f}"
+        out.append(line)
+    return out
+
+
 def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -212,18 +247,29 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=60, help="unlearning steps per round")
     ap.add_argument("--pulls", type=int, default=12, help="bandit pulls per round")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds for Part 1 (data, target model, methods); "
+                                                 "with several, each goes to <out>/seed-<s> and a mean/sd table follows")
     ap.add_argument("--skip-smollm", action="store_true")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ent = entity_part(out, args.people, args.rounds, args.steps, args.pulls)
-    print(f"\n== Part 1: forget '{ent['person']}' given only the name (tiny Llama, {args.people} people; "
-          f"fine-tune recall {ent['finetune']['recall_after']}) ==")
-    print(f"true facts (judge only): {ent['facts']}")
-    print(table(ent["rows"], ["setting", "mean_score", "n_forget", "coverage", "coverage_cum", "forget_prob",
-                              "forget_rouge", "utility_prob", "utility_rouge"]))
-    results = {"entity": ent}
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    results: dict = {}
+    for seed in seeds:
+        ent = entity_part(out if len(seeds) == 1 else out / f"seed-{seed}", args.people, args.rounds, args.steps,
+                          args.pulls, seed=seed)
+        print(f"\n== Part 1, seed {seed}: forget '{ent['person']}' given only the name (tiny Llama, {args.people} "
+              f"people; fine-tune recall {ent['finetune']['recall_after']}) ==")
+        print(f"true facts (judge only): {ent['facts']}")
+        print(table(ent["rows"], PART1_COLUMNS))
+        results["entity" if len(seeds) == 1 else f"entity_seed{seed}"] = ent
+    if len(seeds) > 1:
+        summary = seed_summary([results[f"entity_seed{s}"]["rows"] for s in seeds])
+        print(f"\n== Part 1 over seeds {seeds}: mean ± sd of each setting's final row ==")
+        print(table(summary, ["setting"] + [c for c in PART1_COLUMNS if c not in ("setting", "n_forget", "mean_score",
+                                                                                   "coverage")]))
+        results["entity_seed_summary"] = summary
     if not args.skip_smollm:
         sm = smollm_part(out)
         print("\n== Part 2: SmolLM2-135M-Instruct, up to 2 rounds (6 pulls x 2 samples, 10 steps each) ==")

@@ -20,10 +20,13 @@ a model fine-tuned on a closed set of people, pass other people it knows (unknow
 after them unlikely, and every generation looks revealing).
 
 The scorer needs the current model: the Reveal-and-Release loop calls `use_model(model, tokenizer, fmt)`
-before every round (the model changes as rounds are unlearned), and passes each text's instruction.
+before every round (the model changes as rounds are unlearned), and passes each text's instruction. With
+`base=True` (the loop's `score_reference=base`) it rates with the round adapters disabled, i.e. under θ_ini:
+text a partly unlearned model now produces counts only if it carries what θ_ini knew about the entity.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import replace
@@ -64,11 +67,14 @@ class EntityContrastScorer:
         self._placeholder = {p: mention_pattern([p]) for p in self.placeholders}
         self.scale, self.batch_size = scale, batch_size
         self.model = self.tokenizer = None
+        self.base = False
         self.fmt = PromptFormat()
 
-    def use_model(self, model, tokenizer, fmt: PromptFormat | None = None) -> "EntityContrastScorer":
-        """Score with `model` from now on (the loop's current model, adapters included)."""
-        self.model, self.tokenizer = model, tokenizer
+    def use_model(self, model, tokenizer, fmt: PromptFormat | None = None, base: bool = False
+                  ) -> "EntityContrastScorer":
+        """Score with `model` from now on (the loop's current model). `base=True` scores with its adapters
+        disabled (θ_ini), so that only text carrying the original model's knowledge of the entity counts."""
+        self.model, self.tokenizer, self.base = model, tokenizer, base
         self.fmt = replace(fmt or PromptFormat(), add_eos=False, masking="exact")
         return self
 
@@ -84,8 +90,9 @@ class EntityContrastScorer:
         out: list[float] = []
         was_training = self.model.training
         self.model.eval()
+        adapters_off = self.base and hasattr(self.model, "disable_adapter")
         try:
-            with torch.no_grad():
+            with torch.no_grad(), (self.model.disable_adapter() if adapters_off else contextlib.nullcontext()):
                 for i in range(0, len(items), self.batch_size):
                     batch = {k: v.to(device) for k, v in pad_batch(items[i:i + self.batch_size],
                                                                    tok.pad_token_id).items()}

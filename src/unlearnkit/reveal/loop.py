@@ -79,6 +79,10 @@ log = logging.getLogger(__name__)
 SUMMARY = "reveal.json"
 ROUND_FILE = "round.json"
 BANDITS = ("neural_ucb", "epsilon_greedy", "random")
+#: NeuralUCBConfig values for reveal runs (bandit_params override them). Measured on the tiny-target
+#: experiment, one round of 36 pulls: the library defaults (train every 10 pulls, no random start) gave a
+#: mean reveal score of 0.45 against 0.64 for random instructions; these give 0.63.
+NEURAL_UCB_DEFAULTS = {"train_every": 1, "explore_first": 8}
 
 
 def _h(default: Any, help: str) -> Any:
@@ -105,7 +109,8 @@ class RevealConfig:
     n_recombined: int = _h(30, "recombined instructions added to the seed templates")
     paraphrases: int = _h(0, "model paraphrases per seed instruction added to the pool (0: none)")
     bandit: str = _h("neural_ucb", "neural_ucb | epsilon_greedy | random")
-    bandit_params: dict[str, Any] = _h({}, "NeuralUCBConfig fields (e.g. nu, train_every) or epsilon")
+    bandit_params: dict[str, Any] = _h({}, "NeuralUCBConfig fields (e.g. nu, train_every, explore_first; reveal "
+                                           "defaults: NEURAL_UCB_DEFAULTS) or epsilon")
     pulls: int = _h(16, "bandit pulls (instructions) per round")
     max_pulls_per_arm: int = _h(2, "pulls of one instruction per round at most, so the forget set comes from "
                                    "several instructions (0: no cap)")
@@ -119,6 +124,8 @@ class RevealConfig:
     novelty_n: int = _h(3, "word n-gram size of the novelty term")
     novelty_weight: float = _h(1.0, "w in reward = score·((1−w) + w·novelty)")
     score_threshold: float = _h(0.3, "keep generations scoring at least this as forget data")
+    score_reference: str = _h("current", "entity_contrast: rate generations with the model entering the round "
+                                         "(current) or with θ_ini (base: adapters off)")
     mask_target: bool = _h(False, "entity targets: no loss on the name/alias tokens inside the generations (the "
                                   "loss then falls on what is said about the entity only)")
     dedupe_threshold: float = _h(0.7, "drop a generation whose word-bigram Jaccard with a kept one is >= this")
@@ -147,6 +154,8 @@ class RevealConfig:
         self.parsed_target()
         if self.bandit not in BANDITS:
             raise ValueError(f"bandit={self.bandit!r}: expected one of {BANDITS}")
+        if self.score_reference not in ("current", "base"):
+            raise ValueError(f"score_reference={self.score_reference!r}: expected 'current' or 'base'")
         if self.novelty_scope not in ("round", "run"):
             raise ValueError(f"novelty_scope={self.novelty_scope!r}: expected 'round' or 'run'")
         if self.reference not in ("base", "previous"):
@@ -212,8 +221,8 @@ def make_scorer(cfg: RevealConfig, target: Target):
 def make_policy(cfg: RevealConfig, dim: int, round_idx: int):
     seed = cfg.seed * 1000 + round_idx
     params = dict(cfg.bandit_params)
-    if cfg.bandit == "neural_ucb":
-        return NeuralUCB(dim, NeuralUCBConfig(**{"seed": seed, **params}))
+    if cfg.bandit == "neural_ucb":   # pulls are few and costly: retrain the MLP after each, explore at random first
+        return NeuralUCB(dim, NeuralUCBConfig(**{"seed": seed, **NEURAL_UCB_DEFAULTS, **params}))
     if cfg.bandit == "epsilon_greedy":
         return EpsilonGreedy(seed=seed, **params)
     if params:
@@ -448,7 +457,7 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
             if cfg.bandit_memory and k:   # resumed: replay the finished rounds' pulls into the new bandit
                 replay_rounds(policy, novelty, contexts, run, k)
         if hasattr(scorer, "use_model"):   # model-based scorers rate with the model as it enters the round
-            scorer.use_model(model, tok, fmt)
+            scorer.use_model(model, tok, fmt, base=cfg.score_reference == "base")
         samples = reveal_round(
             lambda ins: sample_completions(model, tok, ins, cfg.samples, fmt, cfg.temperature, cfg.top_p,
                                            cfg.max_new_tokens),

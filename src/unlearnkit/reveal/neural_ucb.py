@@ -48,11 +48,16 @@ class NeuralUCBConfig:
     covariance: str = field(default="diagonal", metadata={"help": "'diagonal', 'full' or 'auto'"})
     max_full_params: int = field(default=4096, metadata={"help": "'auto' uses 'full' up to this many parameters"})
     normalize_contexts: bool = field(default=True, metadata={"help": "L2-normalise each context"})
+    explore_first: int = field(default=0, metadata={"help": "pull this many uniformly random (allowed) arms before "
+                                                           "the first UCB choice: an untrained MLP's f(x) is an "
+                                                           "arbitrary preference, not an estimate"})
     seed: int = field(default=0, metadata={"help": "seeds the MLP initialisation and tie breaking"})
 
     def __post_init__(self):
         if self.covariance not in ("diagonal", "full", "auto"):
             raise ValueError(f"covariance={self.covariance!r} must be 'diagonal', 'full' or 'auto'")
+        if self.explore_first < 0:
+            raise ValueError(f"explore_first={self.explore_first} must be >= 0")
         for name in ("hidden", "train_every", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -144,6 +149,9 @@ class NeuralUCB(BanditPolicy):
         return f, self.cfg.nu * torch.sqrt(quad.clamp_min(0.0))
 
     def select(self, contexts, allowed=None) -> int:
+        if self.t < self.cfg.explore_first:
+            self.last_arm = self._random_allowed(len(as_contexts(contexts)), allowed)
+            return self.last_arm
         f, bonus = self.ucb(contexts)
         self.last_arm = best_allowed(f + bonus, allowed, self.generator)
         return self.last_arm
