@@ -58,6 +58,9 @@ def test_two_rounds_files_provenance_penalty_and_export(target_model, tmp_path):
     logs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert all(r["ortho"] == 0 for r in logs if r["round"] == 0)
     assert len([r for r in logs if r["round"] == 1]) == 4
+    # reference=previous (default): round 1 starts from the model entering it (its new adapter's B is 0)
+    first1 = next(r for r in logs if r["round"] == 1)
+    assert abs(first1["forget_logratio"]) < 1e-3
 
     # the penalty lowers |A_0 A_1ᵀ| against the same round trained without it
     run2 = tmp_path / "rr_no_ortho"
@@ -73,6 +76,15 @@ def test_two_rounds_files_provenance_penalty_and_export(target_model, tmp_path):
     base, _ = load_model(model)
     diff = sum(float((a - b).abs().sum()) for a, b in zip(merged.state_dict().values(), base.state_dict().values()))
     assert diff > 0
+
+
+def test_base_reference_scores_later_rounds_against_theta_ini(target_model, tmp_path):
+    model, name = target_model
+    run = tmp_path / "rr"
+    reveal_and_release(_cfg(model, name, run, reference="base", export=False))
+    logs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    assert abs(next(r for r in logs if r["round"] == 0)["forget_logratio"]) < 1e-3   # round 0: the same
+    assert abs(next(r for r in logs if r["round"] == 1)["forget_logratio"]) > 1e-2   # round 0 moved the model
 
 
 def test_resume_after_crash_mid_round(target_model, tmp_path, monkeypatch):

@@ -18,8 +18,8 @@ Each round k = 0, 1, ...:
      frozen) is trained for `steps` AdamW steps on the round's forget set with the registered objective
      `method` + λ·`round_orthogonality_penalty` (O-LoRA, against all earlier rounds) + the objective's own
      retain term on `retain` data when `params.retain` asks for one.
-     Reference log-probs: `reference=base` scores the forget set once with every adapter disabled (θ_ini),
-     `reference=previous` with the model as it enters the round (rounds 0..k-1); either is cached before
+     Reference log-probs: `reference=previous` (default) scores the forget set once with the model as it
+     enters the round (rounds 0..k-1), `reference=base` with every adapter disabled (θ_ini); either is cached before
      step 0 (`CachedReference`); logits-based needs (retain KL, UNDIAL) fall back to disabled adapters.
 
 Design: a plain torch loop rather than `UnlearnTrainer`. A round is a few dozen steps on an in-memory set
@@ -124,8 +124,8 @@ class RevealConfig:
     novelty_n: int = _h(3, "word n-gram size of the novelty term")
     novelty_weight: float = _h(1.0, "w in reward = score·((1−w) + w·novelty)")
     score_threshold: float = _h(0.3, "keep generations scoring at least this as forget data")
-    score_reference: str = _h("current", "entity_contrast: rate generations with the model entering the round "
-                                         "(current) or with θ_ini (base: adapters off)")
+    score_reference: str = _h("base", "entity_contrast: rate generations with θ_ini (base: adapters off; only text "
+                                      "carrying what θ_ini knew counts) or with the model entering the round (current)")
     mask_target: bool = _h(False, "entity targets: no loss on the name/alias tokens inside the generations (the "
                                   "loss then falls on what is said about the entity only)")
     dedupe_threshold: float = _h(0.7, "drop a generation whose word-bigram Jaccard with a kept one is >= this")
@@ -133,8 +133,9 @@ class RevealConfig:
     method: str = _h("npo", "objective name (unlearnkit.objectives.OBJECTIVES): npo, ga, grad_diff, simnpo, ...")
     params: dict[str, Any] = _h({}, "the objective's hyper-parameters, e.g. params.beta=0.1 params.retain=nll")
     retain: str = _h("", "retain data spec for the objective's retain term (params.retain=nll|kl)")
-    reference: str = _h("base", "reference log-probs: base (all adapters disabled = θ_ini) | previous (model "
-                                "entering the round)")
+    reference: str = _h("previous", "reference log-probs: previous (the model entering the round) | base (all "
+                                    "adapters disabled = θ_ini; a later round's rows, written by a partly unlearned "
+                                    "model, then start at log π/π_ref of +100 nats or more)")
     steps: int = _h(20, "optimizer steps per round")
     lr: float = _h(1e-4, "AdamW learning rate (constant)")
     batch_size: int = _h(8, "forget rows per step (and retain rows, when used)")
