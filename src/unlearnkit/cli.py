@@ -231,7 +231,7 @@ def report_cmd(args: List[str] = typer.Argument(..., help="run directories (or f
 def reveal_cmd(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
     """Reveal-and-Release: forget a target given only its name, with self-generated forget data and one
     orthogonal LoRA round per iteration. `target='entity:Alia Karo' | skill:code | behaviour:toxicity
-    model=<dir|default> scorer=auto|entity|code|toxicity|hf:<id> rounds=3 method=npo` (see RevealConfig)."""
+    model=<dir|default> scorer=auto|entity_contrast|entity|code|toxicity|hf:<id> rounds=3 method=npo` (see RevealConfig)."""
     from .config import ConfigError, load_config
     from .data.records import DataError
     from .reveal.loop import RevealConfig, reveal_and_release
