@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny from-scratch Llama with a tokenizer trained on synthetic data (no download)."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -55,3 +56,25 @@ def tiny_model(tiny_tokenizer):
                        attn_implementation="eager", pad_token_id=tiny_tokenizer.pad_token_id,
                        eos_token_id=tiny_tokenizer.eos_token_id)
     return model.eval()
+
+
+def _memorise(model, batches, steps: int, lr: float) -> dict:
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    from unlearnkit.logprobs import sequence_logprobs
+
+    for _ in range(steps):
+        loss = sum(-sequence_logprobs(model, b).mean.mean() for b in batches)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return copy.deepcopy(model.state_dict())
+
+
+@pytest.fixture(scope="session")
+def memorise():
+    """memorise(model, batches, steps, lr) -> the model's state dict after `steps` AdamW steps on the
+    answers of `batches` (a θ_ini that "knows" them), for the objectives and G-effect tests."""
+    return _memorise
+

@@ -1,14 +1,11 @@
 """Fixed forget/retain slices and a briefly fine-tuned tiny θ_ini for the G-effect tests."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from unlearnkit.data import QADataset
 from unlearnkit.geffect import make_slices
-from unlearnkit.logprobs import sequence_logprobs
 from unlearnkit.models import tiny_llama
 
 
@@ -32,15 +29,8 @@ def slices(qa, tiny_tokenizer):
 
 
 @pytest.fixture(scope="session")
-def theta_ini_state(tiny_tokenizer, slices):
-    model = make_model(tiny_tokenizer).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(15):
-        loss = sum(-sequence_logprobs(model, b).mean.mean() for b in slices.forget + slices.retain)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return copy.deepcopy(model.state_dict())
+def theta_ini_state(tiny_tokenizer, slices, memorise):
+    return memorise(make_model(tiny_tokenizer), slices.forget + slices.retain, steps=15, lr=1e-2)
 
 
 @pytest.fixture()

@@ -1,10 +1,7 @@
 """Fixed small batches (3 forget, 3 retain, 3 IdK rows) and a briefly fine-tuned θ_ini that knows them."""
 from __future__ import annotations
 
-import copy
-
 import pytest
-import torch
 
 from unlearnkit.data import QADataset, QARecord, pad_batch
 from unlearnkit.models import tiny_llama
@@ -51,18 +48,9 @@ def left_batch(datasets, tiny_tokenizer) -> UnlearnBatch:
 
 
 @pytest.fixture(scope="session")
-def theta_ini_state(tiny_tokenizer, batch):
+def theta_ini_state(tiny_tokenizer, batch, memorise):
     """State dict of the tiny model after 25 AdamW steps on forget + retain answers (it "knows" them)."""
-    model = make_model(tiny_tokenizer).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    from unlearnkit.logprobs import sequence_logprobs
-
-    for _ in range(25):
-        loss = sum(-sequence_logprobs(model, b).mean.mean() for b in (batch.forget, batch.retain))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return copy.deepcopy(model.state_dict())
+    return memorise(make_model(tiny_tokenizer), (batch.forget, batch.retain), steps=25, lr=5e-3)
 
 
 @pytest.fixture()
