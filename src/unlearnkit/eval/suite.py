@@ -5,16 +5,15 @@ The json written is `{"suite", "model", "settings", "metrics": {name: {"value", 
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..data.collate import PromptFormat
 from ..runs import open_run, write_json
+from ..train.checkpoints import last_checkpoint
 from .tofu import ORACLE_STATS_FILE, OracleStats, run_tofu
 
 SUITES = ("tofu", "related")
-_STEP = re.compile(r"step-(\d+)$")
 
 
 def resolve_model_dir(run_dir: str | Path) -> Path:
@@ -24,11 +23,9 @@ def resolve_model_dir(run_dir: str | Path) -> Path:
     for final in ("model", "adapter"):
         if (run_dir / final / "config.json").is_file() or (run_dir / final / "adapter_config.json").is_file():
             return run_dir / final
-    ck = run_dir / "checkpoints"
-    steps = sorted(((int(m.group(1)), p) for p in ck.iterdir() if p.is_dir() and (m := _STEP.match(p.name)))
-                   if ck.is_dir() else [])
-    if steps:
-        return steps[-1][1]
+    newest = last_checkpoint(run_dir / "checkpoints")
+    if newest is not None:
+        return newest
     if (run_dir / "config.json").is_file() or (run_dir / "adapter_config.json").is_file():
         return run_dir
     raise FileNotFoundError(f"run={str(run_dir)!r}: no checkpoints/step-N and no model files; pass model=<spec>")
