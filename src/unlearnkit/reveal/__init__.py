@@ -1,7 +1,8 @@
 """Reveal-and-Release building blocks (Xie et al., arXiv 2509.14624): unlearning without forget data.
 
 The model is prompted with instructions (`instructions`) chosen by a bandit (`neural_ucb`, `bandits`) to
-reveal what it knows about a `Target`; generations are rated by a scorer (`scorers`) damped by n-gram
+reveal what it knows about a `Target`; generations are rated by a scorer (`scorers`; for entities the
+model-based `contrast_scorer`) damped by n-gram
 novelty (`novelty`) and become forget data; unlearning runs in rounds, one LoRA adapter per round kept
 orthogonal to the earlier ones (`olora`). `loop.reveal_and_release(RevealConfig(...))` runs the whole
 iteration (`selfdata` holds one reveal round).
@@ -16,7 +17,8 @@ from .novelty import NgramNovelty, jaccard, normalise_text, reveal_reward, word_
 from .olora import (activate_rounds, add_round_adapter, lora_A_pairs, merge_rounds, orthogonality_penalty,
                     round_adapter_name, round_adapters, round_orthogonality_penalty)
 from .scorers import (CodeScorer, EntityScorer, HFClassifierScorer, Scorer, ToxicityScorer, available_scorers,
-                      get_scorer, register_scorer, scorer_for_target)
+                      get_scorer, mention_pattern, register_scorer, scorer_for_target)
+from .contrast_scorer import EntityContrastScorer
 from .target import Target
 
 __all__ = [
@@ -25,7 +27,7 @@ __all__ = [
     "NgramNovelty", "jaccard", "normalise_text", "reveal_reward", "word_ngrams",
     "activate_rounds", "add_round_adapter", "lora_A_pairs", "merge_rounds", "orthogonality_penalty",
     "round_adapter_name", "round_adapters", "round_orthogonality_penalty",
-    "CodeScorer", "EntityScorer", "HFClassifierScorer", "Scorer", "ToxicityScorer", "available_scorers",
-    "get_scorer", "register_scorer", "scorer_for_target", "Target",
+    "CodeScorer", "EntityContrastScorer", "EntityScorer", "HFClassifierScorer", "Scorer", "ToxicityScorer", "available_scorers",
+    "get_scorer", "mention_pattern", "register_scorer", "scorer_for_target", "Target",
     "RevealConfig", "reveal_and_release", "RevealSample", "forget_records", "reveal_round", "sample_completions",
 ]
