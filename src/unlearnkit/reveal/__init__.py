@@ -27,7 +27,7 @@ __all__ = [
     "NgramNovelty", "jaccard", "normalise_text", "reveal_reward", "word_ngrams",
     "activate_rounds", "add_round_adapter", "lora_A_pairs", "merge_rounds", "orthogonality_penalty",
     "round_adapter_name", "round_adapters", "round_orthogonality_penalty",
-    "CodeScorer", "EntityContrastScorer", "EntityScorer", "HFClassifierScorer", "Scorer", "ToxicityScorer", "available_scorers",
-    "get_scorer", "mention_pattern", "register_scorer", "scorer_for_target", "Target",
+    "CodeScorer", "EntityContrastScorer", "EntityScorer", "HFClassifierScorer", "Scorer", "ToxicityScorer",
+    "available_scorers", "get_scorer", "mention_pattern", "register_scorer", "scorer_for_target", "Target",
     "RevealConfig", "reveal_and_release", "RevealSample", "forget_records", "reveal_round", "sample_completions",
 ]

@@ -49,7 +49,7 @@ import os
 import random
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -206,17 +206,18 @@ class RevealConfig:
 
 # -- pieces ---------------------------------------------------------------------------------------------
 def make_scorer(cfg: RevealConfig, target: Target):
-    if cfg.scorer == "auto" and target.kind == "entity":   # the model-based scorer: see contrast_scorer
-        return make_scorer(replace(cfg, scorer="entity_contrast"), target)
-    if cfg.scorer == "auto":
-        return scorer_for_target(target)
-    if cfg.scorer in ("entity", "entity_contrast"):
+    name = cfg.scorer
+    if name == "auto":   # entities: the model-based scorer (see contrast_scorer); others: the target's default
         if target.kind != "entity":
-            raise ValueError(f"scorer={cfg.scorer!r} rates an entity; target {cfg.target!r} is a {target.kind}")
-        if cfg.scorer == "entity_contrast" and cfg.contrast_names:
-            return get_scorer(cfg.scorer, names=target.surface_forms, placeholders=cfg.contrast_names)
-        return get_scorer(cfg.scorer, names=target.surface_forms)
-    return get_scorer(cfg.scorer)
+            return scorer_for_target(target)
+        name = "entity_contrast"
+    if name in ("entity", "entity_contrast"):
+        if target.kind != "entity":
+            raise ValueError(f"scorer={name!r} rates an entity; target {cfg.target!r} is a {target.kind}")
+        if name == "entity_contrast" and cfg.contrast_names:
+            return get_scorer(name, names=target.surface_forms, placeholders=cfg.contrast_names)
+        return get_scorer(name, names=target.surface_forms)
+    return get_scorer(name)
 
 
 def make_policy(cfg: RevealConfig, dim: int, round_idx: int):
@@ -249,8 +250,9 @@ def replay_rounds(policy, novelty: NgramNovelty | None, contexts, run: RunDir, n
         for _, rows in sorted(pulls.items()):
             arm = int(rows[0]["arm"])
             policy.update(contexts[arm], sum(r["reward"] for r in rows) / len(rows), arm=arm)
-            for r in rows if novelty is not None else ():
-                novelty.add(r["text"])
+            if novelty is not None:
+                for r in rows:
+                    novelty.add(r["text"])
             replayed += 1
     return replayed
 
@@ -334,17 +336,14 @@ def masked_forget_dataset(forget: list[QARecord], tok, fmt: PromptFormat, patter
     return ds, counts
 
 
-def train_round(model, tok, objective, forget: list[QARecord], retain: list[QARecord], cfg: RevealConfig,
-                round_idx: int, fmt: PromptFormat, run: RunDir | None = None,
-                mask: re.Pattern | None = None) -> dict:
-    """Train the newest round adapter for `cfg.steps` steps: objective + λ·orthogonality. `mask`: answer text
-    kept out of the loss (`masked_forget_dataset`). Returns its logs."""
+def train_round(model, tok, objective, ds: QADataset, retain: list[QARecord], cfg: RevealConfig,
+                round_idx: int, fmt: PromptFormat, run: RunDir | None = None) -> dict:
+    """Train the newest round adapter for `cfg.steps` steps on the encoded forget rows `ds` (from
+    `masked_forget_dataset`): objective + λ·orthogonality. Returns its logs."""
+    if not len(ds):
+        raise ValueError(f"round {round_idx}: no forget rows to train on")
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.precision, device.type)
-    ds, mask_counts = masked_forget_dataset(forget, tok, fmt, mask)
-    if not len(ds):
-        raise ValueError(f"round {round_idx}: every forget row is only the target's name once it is masked; "
-                         "nothing to unlearn (mask_target=false trains on the name too)")
     rds = QADataset(retain, tok, fmt) if retain else None
     pad = tok.pad_token_id
     to_dev = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
@@ -393,7 +392,7 @@ def train_round(model, tok, objective, forget: list[QARecord], retain: list[QARe
     with torch.no_grad():
         final_ortho = float(round_orthogonality_penalty(model))
     return {"steps": cfg.steps, "first": history[0], "last": history[-1], "ortho_start": history[0]["ortho"],
-            "ortho_end": final_ortho, "n_forget": len(ds), "n_retain": len(rds) if rds else 0, **mask_counts}
+            "ortho_end": final_ortho, "n_forget": len(ds), "n_retain": len(rds) if rds else 0}
 
 
 def _round_stats(samples: list[RevealSample]) -> dict:
@@ -472,12 +471,13 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
         log.info("round %d: mean score %.3f over %d generations, %d forget rows", k, info["mean_score"],
                  info["n_generations"], len(forget))
         mask = mention_pattern(target.surface_forms) if cfg.mask_target and target.kind == "entity" else None
+        forget_ds, mask_counts = masked_forget_dataset(forget, tok, fmt, mask) if forget else (None, {})
         stop_reason = None
         if not forget:
             stop_reason = f"no generation scored >= {cfg.score_threshold}"
         elif info["mean_score"] < cfg.stop_score:
             stop_reason = f"mean score {info['mean_score']:.4f} < stop_score={cfg.stop_score}"
-        elif mask is not None and not len(masked_forget_dataset(forget, tok, fmt, mask)[0]):
+        elif not len(forget_ds):
             stop_reason = "every kept generation is only the target's name: nothing left to unlearn"
         if stop_reason:
             info.update(trained=False, stop_reason=stop_reason)
@@ -489,7 +489,7 @@ def reveal_and_release(cfg: RevealConfig, on_round_end: Optional[Callable[[Any, 
         t1 = time.time()
         torch.manual_seed(cfg.seed * 1000 + k)
         model = add_round_adapter(model, k, cfg.lora_settings)
-        train_info = train_round(model, tok, objective, forget, retain, cfg, k, fmt, run, mask=mask)
+        train_info = {**train_round(model, tok, objective, forget_ds, retain, cfg, k, fmt, run), **mask_counts}
         t2 = time.time()
         save_adapter_atomically(model, round_adapter_name(k), rdir / "adapter")
         info.update(trained=True, train=train_info, train_s=round(t2 - t1, 2), save_s=round(time.time() - t2, 2),
