@@ -307,7 +307,8 @@ def _free_port() -> int:
 
 def test_two_processes_match_one_process_with_the_same_global_batch(theta_ini, tmp_path):
     """accelerate launch, 2 CPU processes (gloo), batch 2 each vs 1 process with batch 4: same loss curve."""
-    common = [f"model={theta_ini}", f"forget={FORGET}", f"retain={RETAIN}", "method=npo", "params.retain=nll",
+    common = [f"model={theta_ini}", f"forget={FORGET}", f"retain={RETAIN}", "method=npo", "preset=none",
+              "params.retain=nll",
               "max_steps=5", "grad_accum=1", "lr=1e-3", "precision=fp32", "save_steps=5", "logging_steps=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     launcher = Path(sys.executable).parent / "accelerate"
