@@ -79,7 +79,7 @@ def test_a_retain_set_the_method_will_not_use_is_a_warning(caplog):
     from unlearnkit.train.unlearn import _load_data
 
     setting = "params.retain=kl or params.retain=nll"
-    for method in ("ga",):
+    for method in ("ga", "undial"):
         cfg = load_with_preset(UnlearnConfig, overrides=[f"method={method}", "forget=synthetic:forget,people=4",
                                                          "retain=synthetic:retain,people=4"])
         caplog.clear()
@@ -99,7 +99,8 @@ def test_a_preset_retain_term_without_retain_data_says_how_to_drop_it():
 
 
 # open-unlearning (locuslab/open-unlearning) configs/trainer/<Trainer>.yaml method_args, and its TOFU
-# experiment's lr and epochs (configs/experiment/unlearn/tofu/default.yaml, merged after the trainer file).
+# experiment's lr and epochs (configs/experiment/unlearn/tofu/default.yaml, merged after the trainer file);
+# UNDIAL's lr is its trainer file's and the paper's (the preset's comment states the composed run's 1e-5).
 OPEN_UNLEARNING = {
     "ga": dict(gamma=1.0, alpha=None, lr=1e-5),                                  # GradAscent
     "grad_diff": dict(gamma=1.0, alpha=1.0, retain="nll", lr=1e-5),              # GradDiff
@@ -109,6 +110,7 @@ OPEN_UNLEARNING = {
     "idk_dpo": dict(gamma=1.0, alpha=1.0, retain="nll", beta=0.1, lr=1e-5),      # DPO (experiment tofu/idk.yaml)
     "wga": dict(gamma=1.0, alpha=1.0, retain="nll", beta=1.0, lr=1e-5),          # WGA
     "rmu": dict(gamma=1.0, alpha=1.0, retain="hidden", steering_coeff=2.0, layer=7, lr=1e-5),  # RMU, EMBED_DIFF
+    "undial": dict(gamma=1.0, alpha=None, beta=10.0, lr=1e-4),                   # UNDIAL: alpha 0.0
 }
 
 
