@@ -318,9 +318,11 @@ def _load_data(cfg: UnlearnConfig, objective: Objective) -> tuple[list[QARecord]
     try:
         objective.check_inputs(retain=bool(retain), idk=bool(idk), reference=True)
     except ValueError as exc:
-        where = f", which preset {cfg.preset!r} sets" if cfg.preset != "none" else ""
-        raise ValueError(f"method={cfg.method!r}: {exc} (give retain=<data spec>, or params.retain=none to drop the "
-                         f"retain term{where})") from None
+        hint = ""
+        if objective.needs_retain and not retain:
+            where = f", which preset {cfg.preset!r} sets" if cfg.preset != "none" else ""
+            hint = f" (give retain=<data spec>, or params.retain=none to drop the retain term{where})"
+        raise ValueError(f"method={cfg.method!r}: {exc}{hint}") from None
     if retain and not objective.needs_retain:
         log.warning("method %s has no retain term (params.retain='none'), so retain=%s is not read; to use it set %s",
                     cfg.method, cfg.retain, _retain_settings(objective))
