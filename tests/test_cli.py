@@ -68,3 +68,32 @@ def test_evaluate_oracle_then_forget_quality(tmp_path, tofu_dir, monkeypatch):
     for name, m in out["metrics"].items():
         assert m["definition"] and "n" in m, name
     assert "model_utility" in out["metrics"] and "forget_quality" in res.output
+
+
+def test_unlearn_method_alone_trains_its_preset_and_records_it(tmp_path):
+    """`unlearn method=npo` (no -c) trains NPO with the preset's retain NLL term; config.yaml records the preset,
+    the resolved hyper-parameters and the keys set differently from it."""
+    import json
+
+    import yaml
+
+    from unlearnkit.train.finetune import FinetuneConfig, finetune
+
+    data = "synthetic:train,people=4"
+    finetune(FinetuneConfig(model="tiny", data=data, run=str(tmp_path / "m"), max_steps=1, tiny_hidden=32,
+                            tiny_layers=1, tiny_vocab=400, precision="fp32", recall_max=-1))
+    run = tmp_path / "npo"
+    res = runner.invoke(app, ["unlearn", "method=npo", f"model={tmp_path / 'm' / 'model'}", f"run={run}",
+                              "forget=synthetic:forget,people=4", "retain=synthetic:retain,people=4",
+                              "max_steps=1", "forget_batch_size=2", "grad_accum=1", "precision=fp32"])
+    assert res.exit_code == 0, res.output
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert record["config"]["preset"] == "npo"
+    assert record["config"]["params"] == {"beta": 0.1, "retain": "nll", "retain_weight": 1.0}
+    assert record["config"]["warmup"] == 0.1 and record["config"]["retain_batch_size"] == 8
+    assert record["inputs"]["objective"]["retain"] == "nll" and record["inputs"]["n_retain"] > 0
+    preset = record["inputs"]["preset"]
+    assert preset["file"] == "unlearnkit/presets/methods/npo.yaml"
+    assert preset["overridden"]["grad_accum"] == {"preset": 4, "used": 1}
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any("retain_loss" in row for row in logged)

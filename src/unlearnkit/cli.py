@@ -50,18 +50,21 @@ def finetune(overrides: Optional[List[str]] = Overrides, config: Optional[str] =
 def unlearn(overrides: Optional[List[str]] = Overrides, config: Optional[str] = ConfigOpt):
     """Unlearn a forget set from θ_ini: `method=npo model=<dir> forget=tofu:forget01 retain=tofu:retain99 params.beta=0.1`.
 
-    Presets: `-c configs/methods/<method>.yaml`. Multi-process: `accelerate launch -m unlearnkit.cli unlearn ...`.
+    The method's preset (unlearnkit/presets/methods/<method>.yaml, the TOFU protocol) is the base layer; `-c` YAML
+    and key=value settings override it key by key; `preset=none` starts from the bare defaults instead.
+    Multi-process: `accelerate launch -m unlearnkit.cli unlearn ...`.
     """
     import os
 
-    from .config import ConfigError, load_config
+    from .config import ConfigError
     from .data.records import DataError
+    from .presets import load_with_preset
     from .train.hf_glue import DivergenceError
     from .train.unlearn import UnlearnConfig, unlearn as run_unlearn
 
     _setup_logging()
     try:
-        cfg = load_config(UnlearnConfig, config, overrides or [])
+        cfg = load_with_preset(UnlearnConfig, config, overrides or [])
         summary = run_unlearn(cfg)
     except DivergenceError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

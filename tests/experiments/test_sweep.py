@@ -24,6 +24,7 @@ from unlearnkit.experiments.sweep import (COMMANDS, SweepCommand, SweepConfig, c
                                           register_command, run_sweep)
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- a fake command: sweeps without models -----------------------------------------------------------------
@@ -170,8 +171,36 @@ def test_changed_evaluation_reruns(tmp_path):
     assert sw.is_done(r, {}) and not sw.is_done(r, {"suite": "related"})
 
 
+@pytest.mark.parametrize("split", ["01", "05", "10"])
+def test_tofu_sweep_cells_resolve_to_the_method_presets(split):
+    """Every cell of the shipped TOFU sweeps trains its method's preset: lr, batch, schedule and every params key."""
+    from unlearnkit.presets import load_preset
+
+    runs = plan(sw.load_sweep(REPO / "configs" / "experiments" / f"tofu_forget{split}.yaml"))
+    assert len(runs) == 10
+    for r in runs:
+        preset = load_preset(r.config["method"])
+        assert r.config["preset"] == r.config["method"]
+        assert {k: r.config[k] for k in preset} == preset, r.name
+        assert (r.config["forget"], r.config["retain"]) == (f"tofu:forget{split}", f"tofu:retain{100 - int(split)}")
+
+
+def test_sweep_cell_overrides_preset_params_one_by_one(tmp_path):
+    s = SweepConfig(command="unlearn", out=str(tmp_path / "out"), base={**UNLEARN_BASE, "lr": 2e-5},
+                    grid={"method": ["npo", "simnpo"], "params.beta": [0.5]})
+    npo, simnpo = (r.config for r in plan(s))
+    assert npo["params"] == {"beta": 0.5, "retain": "nll", "retain_weight": 1.0} and npo["lr"] == 2e-5
+    assert simnpo["params"] == {"beta": 0.5, "delta": 0.0, "forget_weight": 0.125, "retain": "nll",
+                                "retain_weight": 1.0}
+    assert npo["warmup"] == simnpo["warmup"] == 0.1 and npo["preset"] == "npo"
+    bare = plan(SweepConfig(command="unlearn", out=str(tmp_path / "out"), base={**UNLEARN_BASE, "preset": "none"},
+                            grid={"method": ["npo"]}))[0].config
+    assert bare["params"] == {} and bare["preset"] == "none"
+
+
 # -- commands for a scheduler ------------------------------------------------------------------------------
 def test_emit_commands_round_trip(tmp_path):
+    from unlearnkit.presets import load_with_preset
     from unlearnkit.train.unlearn import UnlearnConfig
 
     s = SweepConfig(command="unlearn", out=str(tmp_path / "out"), base={**UNLEARN_BASE, "params": {"retain": "none"}},
@@ -184,7 +213,7 @@ def test_emit_commands_round_trip(tmp_path):
         train, evaluate = line.split(" && ")
         argv = shlex.split(train)
         assert argv[:2] == ["unlearnkit", "unlearn"] and f"run={r.dir}" in argv and "seed=3" in argv
-        cfg = load_config(UnlearnConfig, None, argv[2:])  # the command rebuilds exactly the planned config
+        cfg = load_with_preset(UnlearnConfig, None, argv[2:])  # the command rebuilds exactly the planned config
         assert config_hash(to_dict(cfg)) == r.hash
         eargv = shlex.split(evaluate)
         assert eargv[:2] == ["unlearnkit", "evaluate"]

@@ -267,7 +267,7 @@ def test_method_presets_load_and_follow_the_tofu_protocol():
     assert {p.stem for p in presets} == set(OBJECTIVES.names())
     for p in presets:
         cfg = load_config(UnlearnConfig, p, ["params.retain_weight=2"])
-        assert cfg.method == p.stem and cfg.lr == 1e-5 and cfg.epochs == 10
+        assert cfg.method == p.stem and cfg.lr == (1e-4 if p.stem == "undial" else 1e-5) and cfg.epochs == 10
         assert cfg.forget_batch_size * cfg.grad_accum == 32
         assert cfg.objective().config.retain_weight == 2.0
 
@@ -307,7 +307,8 @@ def _free_port() -> int:
 
 def test_two_processes_match_one_process_with_the_same_global_batch(theta_ini, tmp_path):
     """accelerate launch, 2 CPU processes (gloo), batch 2 each vs 1 process with batch 4: same loss curve."""
-    common = [f"model={theta_ini}", f"forget={FORGET}", f"retain={RETAIN}", "method=npo", "params.retain=nll",
+    common = [f"model={theta_ini}", f"forget={FORGET}", f"retain={RETAIN}", "method=npo", "preset=none",
+              "params.retain=nll",
               "max_steps=5", "grad_accum=1", "lr=1e-3", "precision=fp32", "save_steps=5", "logging_steps=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     launcher = Path(sys.executable).parent / "accelerate"

@@ -20,7 +20,8 @@
       limit: 40
     report: true                      # build <out>/report/ at the end
 
-Every run's config is resolved (dataclass defaults ← base ← entry ← seed) and validated before any run starts:
+Every run's config is resolved (dataclass defaults ← the method's preset for `unlearn` (unlearnkit.presets) ← base
+← entry ← seed, nested `params.*` keys one by one) and validated before any run starts:
 an unknown key, an unknown method or a value of the wrong type is an error naming the key and the run.
 Each run lives in `<out>/<readable name>-<hash8>`, where hash8 hashes the fully resolved config (without its
 `run` path); `sweep_done.json` (written last, atomically) marks it complete and a rerun skips it;
@@ -97,9 +98,18 @@ class SweepCommand:
     run_key: str = "run"
     seed_key: str = "seed"
     check: Optional[Callable[[dict], None]] = None  # extra validation of the merged settings (before the dataclass)
+    presets: bool = False  # the method's preset (unlearnkit.presets) is the layer under every run's settings
 
     def config_class(self) -> type:
         return self.load()[0]
+
+    def build(self, settings: dict) -> Any:
+        """The config dataclass for one run's settings, exactly as the command line builds it."""
+        if self.presets:
+            from ..presets import load_with_preset
+
+            return load_with_preset(self.config_class(), base=settings)
+        return load_config(self.config_class(), base=settings)
 
     def final_model(self, run_dir: Path) -> Optional[str]:
         for name in self.model_dirs:
@@ -136,7 +146,8 @@ def _check_method(settings: dict) -> None:
             raise ConfigError(f"config key 'method': {exc}") from None
 
 
-register_command(SweepCommand("unlearn", _load_unlearn, model_dirs=("model", "adapter"), check=_check_method))
+register_command(SweepCommand("unlearn", _load_unlearn, model_dirs=("model", "adapter"), check=_check_method,
+                              presets=True))
 register_command(SweepCommand("finetune", _load_finetune))
 
 
@@ -288,7 +299,7 @@ def plan(spec: SweepConfig, out: str | Path | None = None) -> list[PlannedRun]:
             try:
                 if cmd.check is not None:
                     cmd.check(settings)
-                cfg = load_config(cls, base=settings)
+                cfg = cmd.build(settings)
             except (ConfigError, ValueError, TypeError) as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             resolved = to_dict(cfg)
@@ -343,9 +354,8 @@ def execute_run(command: str, settings: dict, evaluate: dict, meta: dict) -> dic
     t0 = time.time()
     result = {"dir": str(run_dir), "name": meta.get("name"), "hash": meta.get("hash")}
     try:
-        cls, fn = cmd.load()
-        cfg = load_config(cls, base=settings)
-        summary = fn(cfg)
+        fn = cmd.load()[1]
+        summary = fn(cmd.build(settings))
         metrics = None
         if evaluate:
             from ..eval.command import EvaluateConfig, run_evaluate

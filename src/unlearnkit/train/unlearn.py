@@ -8,13 +8,16 @@ copy or disabled adapters only where the objective needs more) → `UnlearnTrain
                           method="npo", params={"beta": 0.1}, run="runs/npo"))
 
 or `unlearnkit unlearn method=npo model=runs/target/model forget=tofu:forget01 retain=tofu:retain99
-params.beta=0.1` (`-c configs/methods/npo.yaml` for the TOFU-protocol preset). Under `accelerate launch`
+params.beta=0.1`, which starts from the method's preset (`unlearnkit.presets`: the TOFU protocol, retain term
+included) and overrides it key by key; a config built directly in Python, as above, is taken as given
+(`presets.load_with_preset(UnlearnConfig, base={...})` adds the preset layer). Under `accelerate launch`
 / `torchrun` it runs data-parallel: each process takes its share of every forget batch (HF's sharded
 sampler) and of every retain draw (`RetainStream`), so N processes with batch B match one with batch N·B.
 
 What the run directory holds (shared/DESIGN.md §3):
-    config.yaml           the config, plus `inputs`: θ_ini's resolved path, ref model, method and its full
-                          hyper-parameters, forget/retain/IdK specs (UIPE and the G-effect read these)
+    config.yaml           the config (with the preset it started from), plus `inputs`: θ_ini's resolved path,
+                          ref model, method and its full hyper-parameters, the preset's file and the keys set
+                          differently from it, forget/retain/IdK specs (UIPE and the G-effect read these)
     reference/logprobs.safetensors   reference log-probs of the forget / IdK rows (see reference_cache.py)
     checkpoints/step-N/   every `save_steps` (default: every epoch), all kept by default (a series for
                           G-effect and UIPE); LoRA runs hold adapter files. Optimizer state only in the newest
@@ -44,10 +47,11 @@ from ..data.specs import load_records
 from ..logprobs import model_forward, sequence_logprobs
 from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
-from ..objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, Objective, UnlearnBatch,
-                          build_objective)
+from ..objectives import (RETAIN_TERMS, CachedReference, DisabledAdapterReference, FrozenModelReference, Objective,
+                          UnlearnBatch, build_objective)
 from ..objectives.reference import select_hidden_state
 from ..precision import autocast, resolve_precision
+from ..presets import check_recorded, describe as describe_preset
 from ..runs import RunDir, atomic_write_text, open_run, write_json
 from .checkpoints import AtomicCheckpointMixin, last_checkpoint, list_checkpoints
 from .hf_glue import (DivergenceError, JsonlLogCallback, check_finite, diverged, save_model_atomically, train_resuming,
@@ -83,6 +87,9 @@ class UnlearnConfig:
                             "idk_nll, idk_dpo, wga, tnpo, wtnpo, rmu, undial")
     params: dict[str, Any] = _h({}, "the method's hyper-parameters, e.g. params.beta=0.1 params.retain=kl "
                                     "params.retain_weight=1 (unknown keys are refused, with the known ones)")
+    preset: str = _h("none", "the preset under these values (unlearnkit/presets/methods/<method>.yaml): the CLI and "
+                             "sweeps take the method's own unless preset=none, and record its name here; a config "
+                             "built directly in Python is taken as given ('none')")
     run: str = _h("runs/unlearn", "run directory")
     epochs: float = _h(10.0, "epochs over the forget set")
     max_steps: int = _h(-1, "stop after this many optimizer steps (-1: use epochs)")
@@ -123,6 +130,7 @@ class UnlearnConfig:
         if self.loss_bound is not None and not self.loss_bound > 0:
             raise ValueError(f"loss_bound={self.loss_bound}: must be > 0 (or null for NaN/inf only)")
         resolve_precision(self.precision)
+        check_recorded(self.preset)
         PromptFormat(template=self.template, masking=self.masking)
         self.objective()  # unknown method / hyper-parameter → error now, naming the known ones
 
@@ -290,6 +298,12 @@ def _records(key: str, spec: str) -> list[QARecord]:
         raise DataError(f"{key}={spec!r}: {exc}") from None
 
 
+def _retain_settings(objective: Objective) -> str:
+    """The `params.retain=…` values this objective accepts (its config has the fields each term reads)."""
+    kinds = [k for k, term in RETAIN_TERMS.items() if all(hasattr(objective.config, f) for f in term.config_fields)]
+    return " or ".join(f"params.retain={k}" for k in kinds)
+
+
 def _load_data(cfg: UnlearnConfig, objective: Objective) -> tuple[list[QARecord], list[QARecord], list[QARecord], str | None]:
     forget = _records("forget", cfg.forget)
     if not forget:
@@ -304,9 +318,14 @@ def _load_data(cfg: UnlearnConfig, objective: Objective) -> tuple[list[QARecord]
     try:
         objective.check_inputs(retain=bool(retain), idk=bool(idk), reference=True)
     except ValueError as exc:
-        raise ValueError(f"method={cfg.method!r}: {exc} (retain=<data spec>)") from None
+        hint = ""
+        if objective.needs_retain and not retain:
+            where = f", which preset {cfg.preset!r} sets" if cfg.preset != "none" else ""
+            hint = f" (give retain=<data spec>, or params.retain=none to drop the retain term{where})"
+        raise ValueError(f"method={cfg.method!r}: {exc}{hint}") from None
     if retain and not objective.needs_retain:
-        log.info("method %s uses no retain term (params.retain='none'); retain=%s is not read", cfg.method, cfg.retain)
+        log.warning("method %s has no retain term (params.retain='none'), so retain=%s is not read; to use it set %s",
+                    cfg.method, cfg.retain, _retain_settings(objective))
         retain = []
     return forget, retain, idk, idk_path
 
@@ -348,7 +367,8 @@ def unlearn(cfg: UnlearnConfig) -> dict:
     theta_ini = ref_model if ref_model is not None else model
     inputs = {"theta_ini": _resolved_model(cfg.model),
               "ref_model": _resolved_model(cfg.ref_model) if cfg.ref_model else _resolved_model(cfg.model),
-              "method": cfg.method, "objective": asdict(objective.config), "forget": cfg.forget,
+              "method": cfg.method, "objective": asdict(objective.config), "preset": describe_preset(to_dict(cfg)),
+              "forget": cfg.forget,
               "retain": cfg.retain if retain_recs else "", "idk": idk_path,
               "n_forget": len(forget_recs), "n_retain": len(retain_recs), "precision": precision,
               "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)} if cfg.lora else None,
