@@ -150,10 +150,11 @@ def test_reference_cache_is_written_once_and_reused(theta_ini, tmp_path, count_r
     assert s2["reference_cache"]["status"] == "reused" and count_reference_forwards["n"] == 1
     assert s2["resumed_from"].endswith("step-2") and s2["steps"] == 4
     assert cache.stat().st_mtime_ns == stamp
-    # another tokenisation (masking) changes the fingerprint: recomputed
+    # another tokenisation (masking) changes the fingerprint: recomputed (resuming with another masking needs
+    # resume=force: a plain rerun with other settings is refused, see test_faults)
     (run / "unlearn.json").unlink()
-    s3 = unlearn(UnlearnConfig(model=theta_ini, method="npo", run=str(run), **{**base, "max_steps": 5,
-                                                                              "masking": "open-unlearning"}))
+    s3 = unlearn(UnlearnConfig(model=theta_ini, method="npo", run=str(run), resume="force",
+                               **{**base, "max_steps": 5, "masking": "open-unlearning"}))
     assert s3["reference_cache"]["status"] == "computed" and count_reference_forwards["n"] == 2
 
 
