@@ -35,13 +35,18 @@ def finetune(overrides: Optional[List[str]] = Overrides, config: Optional[str] =
     """Fine-tune a target model (or a retain oracle, with a retain data spec)."""
     from .config import ConfigError, load_config
     from .data.records import DataError
+    from .runs import RunLockedError
     from .train.finetune import FinetuneConfig, finetune as run_finetune
+    from .train.hf_glue import DivergenceError
 
     _setup_logging()
     try:
         cfg = load_config(FinetuneConfig, config, overrides or [])
         summary = run_finetune(cfg)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+    except DivergenceError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=3)
+    except (ConfigError, DataError, ValueError, FileNotFoundError, RunLockedError) as exc:
         _fail(exc)
     typer.echo(json.dumps(summary, indent=2, default=str))
 
@@ -59,6 +64,7 @@ def unlearn(overrides: Optional[List[str]] = Overrides, config: Optional[str] = 
     from .config import ConfigError
     from .data.records import DataError
     from .presets import load_with_preset
+    from .runs import RunLockedError
     from .train.hf_glue import DivergenceError
     from .train.unlearn import UnlearnConfig, unlearn as run_unlearn
 
@@ -69,7 +75,7 @@ def unlearn(overrides: Optional[List[str]] = Overrides, config: Optional[str] = 
     except DivergenceError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=3)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, ValueError, FileNotFoundError, RunLockedError) as exc:
         _fail(exc)
     if os.environ.get("RANK", "0") == "0":
         typer.echo(json.dumps(summary, indent=2, default=str))

@@ -20,12 +20,15 @@ from ..data.specs import load_records
 from ..models.loading import load_model
 from ..models.lora import LoraSettings, apply_lora
 from ..models.tiny import tiny_llama, train_tokenizer
-from ..runs import RunDir, open_run, write_json
+from ..runs import RunDir, locked_run, write_json
 from .answer_loss import answer_only_loss, supports_answer_only_loss
 from .checkpoints import AtomicCheckpointMixin
-from .hf_glue import JsonlLogCallback, save_model_atomically, train_resuming, training_arguments
+from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, save_model_atomically, step_of, train_resuming,
+                      training_arguments)
+from .rerun import check_rerun_options, settle_rerun
 
 log = logging.getLogger(__name__)
+SUMMARY = "finetune.json"
 
 
 @dataclass
@@ -65,21 +68,24 @@ class FinetuneConfig:
     tiny_layers: int = field(default=4, metadata={"help": "model=tiny: layers"})
     tiny_vocab: int = field(default=4096, metadata={"help": "model=tiny: tokenizer vocabulary size"})
     tiny_tokenizer: str = field(default="", metadata={"help": "model=tiny: reuse this tokenizer dir (e.g. the target's, so an oracle tokenises alike)"})
+    overwrite: bool = field(default=False, metadata={"help": "delete what the run directory holds and start fresh"})
+    resume: str = field(default="auto", metadata={"help": "auto: resume (or reuse) only a run with the same settings | force: despite differences"})
 
     def __post_init__(self):
         for name in ("epochs", "lr", "batch_size", "grad_accum"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         PromptFormat(template=self.template, masking=self.masking)
+        check_rerun_options(self.overwrite, self.resume)
 
     @property
     def prompt_format(self) -> PromptFormat:
         return PromptFormat(template=self.template, masking=self.masking, max_length=self.max_length)
 
 
-class FinetuneTrainer(AtomicCheckpointMixin, Trainer):
-    """HF Trainer with atomic safetensors checkpoints and, where it is exact, the LM head on answer positions
-    only (`answer_loss`)."""
+class FinetuneTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
+    """HF Trainer with atomic safetensors checkpoints, the NaN-gradient guard and, where it is exact, the LM head
+    on answer positions only (`answer_loss`)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs or not supports_answer_only_loss(model):
@@ -115,17 +121,23 @@ def build_model(cfg: FinetuneConfig, records: list[QARecord], run: RunDir):
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
-    """Train, save `model/` in the run dir, and return a summary (also written to `finetune.json`)."""
-    run = open_run(cfg.run)
-    done = run.path / "model" / "config.json"
-    if done.is_file() and (run.path / "finetune.json").is_file():
-        import json
+    """Train, save `model/` in the run dir, and return a summary (also written to `finetune.json`).
 
-        log.info("run %s already finished; delete it to retrain", run.path)
-        return json.loads((run.path / "finetune.json").read_text())
-    run.write_config("finetune", to_dict(cfg), seed=cfg.seed)
+    The run directory is locked for the whole command (`runs.locked_run`); an existing run in it is resumed or
+    reused only when its stored config matches this one (`rerun.settle_rerun`). config.yaml is written once the
+    data and model have loaded, so a refused command leaves no run record behind."""
+    with locked_run(cfg.run) as run:
+        return _finetune(cfg, run)
+
+
+def _finetune(cfg: FinetuneConfig, run: RunDir) -> dict:
+    finished, forced = settle_rerun(run, "finetune", to_dict(cfg), SUMMARY, overwrite=cfg.overwrite,
+                                    resume=cfg.resume)
+    if finished is not None and (run.path / "model" / "config.json").is_file():
+        return finished
     records = load_records(cfg.data)
     model, tok = build_model(cfg, records, run)
+    run.write_config("finetune", to_dict(cfg), seed=cfg.seed, extra={"resumed_despite": forced} if forced else None)
     fmt = cfg.prompt_format
     if cfg.model == "tiny":
         fmt = PromptFormat(template="plain", masking=cfg.masking, max_length=cfg.max_length)
@@ -151,11 +163,12 @@ def finetune(cfg: FinetuneConfig) -> dict:
     collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                               processing_class=tok, callbacks=[JsonlLogCallback(run)])
+    trainer.run = run
     resume = train_resuming(trainer, run, summary)
     if cfg.lora:
         model = model.merge_and_unload()
     if summary["steps"] and summary["train_seconds"]:
-        summary["seconds_per_step"] = summary["train_seconds"] / max(1, summary["steps"] - _step_of(resume))
+        summary["seconds_per_step"] = summary["train_seconds"] / max(1, summary["steps"] - step_of(resume))
     if recall_records:
         from ..eval.recall import answer_recall
 
@@ -163,12 +176,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         summary["recall_after_n"] = len(recall_records)
     if trainer.args.should_save:
         save_model_atomically(model, tok, run.path / "model")
-        write_json(run.path / "finetune.json", summary)
+        write_json(run.path / SUMMARY, summary)
     return summary
-
-
-def _step_of(path: Path | None) -> int:
-    return int(path.name.split("-")[1]) if path is not None else 0
 
 
 class _DropIndex:

@@ -30,14 +30,12 @@ A killed run resumes from its last complete checkpoint when the same command is 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 from transformers import Trainer
 
 from ..config import to_dict
@@ -52,10 +50,11 @@ from ..objectives import (RETAIN_TERMS, CachedReference, DisabledAdapterReferenc
 from ..objectives.reference import select_hidden_state
 from ..precision import autocast, resolve_precision
 from ..presets import check_recorded, describe as describe_preset
-from ..runs import RunDir, atomic_write_text, open_run, write_json
-from .checkpoints import AtomicCheckpointMixin, last_checkpoint, list_checkpoints
-from .hf_glue import (DivergenceError, JsonlLogCallback, check_finite, diverged, save_model_atomically, train_resuming,
+from ..runs import RunDir, locked_run, write_json
+from .checkpoints import AtomicCheckpointMixin, list_checkpoints
+from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, diverged, save_model_atomically, train_resuming,
                       training_arguments)
+from .rerun import check_rerun_options, settle_rerun
 from .reference_cache import model_fingerprint, reference_cache
 from .unlearn_data import (ForgetDataset, RetainStream, UnlearnCollator, idk_records, load_idk_answers,
                            resolve_idk_path)
@@ -117,6 +116,8 @@ class UnlearnConfig:
     ref_batch_size: int = _h(16, "batch size of the one-off reference pass that fills the log-prob cache")
     seed: int = _h(0, "random seed (data order, retain draws, IdK answers, LoRA init)")
     report_to: str = _h("none", "HF report_to: none | tensorboard | wandb")
+    overwrite: bool = _h(False, "delete what the run directory holds and start fresh")
+    resume: str = _h("auto", "auto: resume (or reuse) only a run with the same settings | force: despite differences")
 
     def __post_init__(self):
         for name in ("epochs", "lr", "forget_batch_size", "grad_accum", "logging_steps", "ref_batch_size"):
@@ -131,6 +132,7 @@ class UnlearnConfig:
             raise ValueError(f"loss_bound={self.loss_bound}: must be > 0 (or null for NaN/inf only)")
         resolve_precision(self.precision)
         check_recorded(self.preset)
+        check_rerun_options(self.overwrite, self.resume)
         PromptFormat(template=self.template, masking=self.masking)
         self.objective()  # unknown method / hyper-parameter → error now, naming the known ones
 
@@ -143,7 +145,7 @@ class UnlearnConfig:
 
 
 # -- the trainer ---------------------------------------------------------------------------------------
-class UnlearnTrainer(AtomicCheckpointMixin, Trainer):
+class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
     """HF Trainer whose step is one objective call on (forget, retain, IdK) batches.
 
     The train dataset is the forget set (`ForgetDataset`); a retain batch is drawn per micro-step from
@@ -189,16 +191,8 @@ class UnlearnTrainer(AtomicCheckpointMixin, Trainer):
             bad = values[~torch.isfinite(values)]
             value = bad[:1] if bad.numel() else values[values.abs().argmax()].reshape(1)
         value = float(value.item())
-        step = self.state.global_step + 1
-        if not diverged(value, self.loss_bound):
-            return
-        try:
-            check_finite(value, self.loss_bound, step, last_checkpoint(self.args.output_dir))
-        except DivergenceError as exc:
-            if self.run is not None and self.is_world_process_zero():
-                self.run.log({"step": step, "diverged": True, "loss": value, "loss_bound": self.loss_bound,
-                              "message": str(exc)})
-            raise
+        if diverged(value, self.loss_bound):
+            self.stop_diverged(f"loss={value} (bound {self.loss_bound})", {"loss": value, "loss_bound": self.loss_bound})
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._term_sums:
@@ -331,11 +325,18 @@ def _load_data(cfg: UnlearnConfig, objective: Objective) -> tuple[list[QARecord]
 
 
 def unlearn(cfg: UnlearnConfig) -> dict:
-    """Unlearn, save the final model (or adapter) in the run dir and return a summary (also `unlearn.json`)."""
-    run = open_run(cfg.run)
-    if (run.path / SUMMARY).is_file():
-        log.info("run %s already finished; delete it to rerun", run.path)
-        return json.loads((run.path / SUMMARY).read_text())
+    """Unlearn, save the final model (or adapter) in the run dir and return a summary (also `unlearn.json`).
+
+    The run directory is locked for the whole command (`runs.locked_run`); an existing run in it is resumed or
+    reused only when its stored config matches this one (`rerun.settle_rerun`)."""
+    with locked_run(cfg.run) as run:
+        return _unlearn(cfg, run)
+
+
+def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
+    finished, forced = settle_rerun(run, "unlearn", to_dict(cfg), SUMMARY, overwrite=cfg.overwrite, resume=cfg.resume)
+    if finished is not None:
+        return finished
 
     # 1. objective and data: every input error is raised here, before any model is loaded
     objective = cfg.objective()
@@ -374,10 +375,8 @@ def unlearn(cfg: UnlearnConfig) -> dict:
               "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)} if cfg.lora else None,
               "processes": args.world_size}
     if args.should_save:
-        run.write_config("unlearn", to_dict(cfg), seed=cfg.seed)
-        record = run.read_config()
-        record["inputs"] = inputs
-        atomic_write_text(run.config_path, yaml.safe_dump(record, sort_keys=False))
+        notes = {"resumed_despite": forced} if forced else {}
+        run.write_config("unlearn", to_dict(cfg), seed=cfg.seed, extra={"inputs": inputs, **notes})
 
     # 3. reference: cached forget/IdK log-probs; a frozen copy or disabled adapters only for what a cache can't serve
     summary: dict = {"method": cfg.method, "theta_ini": inputs["theta_ini"], "forget": cfg.forget,
