@@ -46,7 +46,7 @@ from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
 from ..objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, Objective, UnlearnBatch,
                           build_objective)
-from ..objectives.reference import select_hidden_state
+from ..objectives.reference import block_output
 from ..precision import autocast, resolve_precision
 from ..runs import RunDir, atomic_write_text, open_run, write_json
 from .checkpoints import AtomicCheckpointMixin, last_checkpoint, list_checkpoints
@@ -242,8 +242,7 @@ class _RecordingReference:
         return self._run("retain_logits", lambda: model_forward(self.model, batch).logits)
 
     def hidden_states(self, batch, layer):
-        return self._run("hidden_states", lambda: select_hidden_state(
-            model_forward(self.model, batch, output_hidden_states=True), layer))
+        return self._run("hidden_states", lambda: block_output(self.model, batch, layer))
 
 
 def reference_calls(objective: Objective, model, theta_ini, datasets: dict[str, QADataset], pad_id: int,
