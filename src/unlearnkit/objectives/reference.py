@@ -54,6 +54,14 @@ def decoder_blocks(model) -> torch.nn.ModuleList:
                      f"decoder-only transformer")
 
 
+_PENDING = [0]  # block_output calls waiting for their forward pass (forward caches must really run then)
+
+
+def block_output_pending() -> bool:
+    """True inside `block_output`'s forward: a cache of model outputs (geffect's SharedForward) must not answer."""
+    return _PENDING[0] > 0
+
+
 def block_output(model, batch: dict, layer: int) -> torch.Tensor:
     """φ_ℓ = the output of decoder block ℓ (`model.layers[ℓ]`, 0-based), read by a forward hook on that block.
 
@@ -72,9 +80,11 @@ def block_output(model, batch: dict, layer: int) -> torch.Tensor:
         captured.append(output[0] if isinstance(output, tuple) else output)
 
     handle = blocks[layer].register_forward_hook(hook)
+    _PENDING[0] += 1
     try:
         model_forward(model, batch)
     finally:
+        _PENDING[0] -= 1
         handle.remove()
     if len(captured) != 1:
         raise RuntimeError(f"decoder block {layer} ran {len(captured)} times in one forward pass (expected once); "
