@@ -217,6 +217,19 @@ def regulariser_rows(n_records: int, retain_offset: int, n_retain: int, n: int, 
     return start, end
 
 
+def _regulariser_plan(objective, term: str, retain: str, measured: tuple[int, int], n: int,
+                      offset: int) -> tuple[int, int] | None:
+    """`regulariser_rows` for a run whose L_u has a retain regulariser (term='total'), else None; logged."""
+    if term != "total" or not objective.needs_retain:
+        return None
+    from ..data.specs import load_records
+
+    rows = regulariser_rows(len(load_records(retain)), measured[0], measured[1], n, offset)
+    log.info("geffect: retain regulariser reads retain rows [%d:%d]; e_r is measured on [%d:%d]", *rows,
+             measured[0], measured[0] + measured[1])
+    return rows
+
+
 def build_slices(tokenizer, forget: str, retain: str, n_forget: int, n_retain: int, retain_offset: int = 0,
                  batch_size: int = 0, fmt: PromptFormat | None = None, idk_answer: str | None = None,
                  regulariser: tuple[int, int] | None = None) -> EvalSlices:
@@ -283,13 +296,7 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
     base, tok = load_model(model_spec, attn_implementation="eager", device=device)
     base.eval()
     idk_answer = cfg.get("idk_answer", IDK_ANSWER) if objective.needs_idk else None
-    reg_rows = None
-    if term == "total" and objective.needs_retain:
-        from ..data.specs import load_records
-
-        reg_rows = regulariser_rows(len(load_records(retain)), retain_offset, n_retain, n_forget, regulariser_offset)
-        log.info("geffect: retain regulariser reads retain rows [%d:%d]; e_r is measured on [%d:%d]", *reg_rows,
-                 retain_offset, retain_offset + n_retain)
+    reg_rows = _regulariser_plan(objective, term, retain, (retain_offset, n_retain), n_forget, regulariser_offset)
     slices = build_slices(tok, forget, retain, n_forget, n_retain, retain_offset, batch_size, _format_from(cfg),
                           idk_answer, reg_rows).to(device)
     loader = CheckpointLoader(base, objective.needs_reference)
