@@ -129,6 +129,7 @@ def geffect_cmd(overrides: Optional[List[str]] = Overrides, config: Optional[str
         summary = geffect_run(cfg.run, method=cfg.method or None, model=cfg.model or None, forget=cfg.forget or None,
                               retain=cfg.retain or None, groups=cfg.groups, n_forget=cfg.n_forget,
                               n_retain=cfg.n_retain, retain_offset=cfg.retain_offset, batch_size=cfg.batch_size,
+                              regulariser_offset=cfg.regulariser_offset,
                               smooth=cfg.smooth, term=cfg.term, per_instance=cfg.per_instance,
                               instance_method=cfg.instance_method, plots=cfg.plots, device=cfg.device or None)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:

@@ -19,13 +19,15 @@ def make_model(tokenizer, seed: int = 0, layers: int = 3):
 def qa(tiny_tokenizer, people, plain_format):
     recs = people.records()
     return {"forget": QADataset(recs[:4], tiny_tokenizer, plain_format),
-            "retain": QADataset(recs[40:44], tiny_tokenizer, plain_format)}
+            "retain": QADataset(recs[40:44], tiny_tokenizer, plain_format),
+            "regulariser": QADataset(recs[44:48], tiny_tokenizer, plain_format)}
 
 
 @pytest.fixture(scope="session")
 def slices(qa, tiny_tokenizer):
+    """Forget, measured retain and (disjoint) regulariser rows, one batch each."""
     return make_slices([qa["forget"][i] for i in range(4)], [qa["retain"][i] for i in range(4)],
-                       tiny_tokenizer.pad_token_id)
+                       tiny_tokenizer.pad_token_id, regulariser_items=[qa["regulariser"][i] for i in range(4)])
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ def flat_grad(model, loss):
 
 def brute_force(model, objective, slices, ref):
     """Authors-style: separate passes, full flattened gradients, one big dot product."""
-    f, r = slices.forget[0], slices.retain[0]
-    loss, _ = objective.loss(model, UnlearnBatch(forget=f, retain=r if objective.needs_retain else None), ref)
+    f, r, reg = slices.forget[0], slices.retain[0], slices.regulariser[0]
+    loss, _ = objective.loss(model, UnlearnBatch(forget=f, retain=reg if objective.needs_retain else None), ref)
     g_l = flat_grad(model, loss)
     g_u = flat_grad(model, nll_risk(model, f)[0])
     g_r = flat_grad(model, nll_risk(model, r)[0])
@@ -67,14 +67,45 @@ def test_forward_is_shared(model_t, slices):
     assert len(calls) == 2  # one forget forward (objective + R(D_u)), one retain forward
 
 
-def test_retain_forward_shared_with_objective(model_t, slices):
+def test_regulariser_rows_are_a_separate_forward(model_t, slices):
     calls = []
     h = model_t.register_forward_hook(lambda *a: calls.append(1))
     try:
         compute_geffect(model_t, build_objective("grad_diff"), slices)
     finally:
         h.remove()
-    assert len(calls) == 2  # the objective's retain NLL and R(D_r) share the retain forward
+    assert len(calls) == 3  # forget (shared by L_u's two terms and R(D_u)), regulariser rows, measured retain
+
+
+def test_retain_effect_identity_with_disjoint_regulariser(model_t, slices):
+    """e(total) = ∇Rᵀ(γ∇L_f + α∇NLL(D_reg)) with D_reg disjoint from the measured D_r; e(forget) = ∇Rᵀγ∇L_f."""
+    gamma, alpha = 1.5, 0.7
+    obj = build_objective("grad_diff", {"forget_weight": gamma, "retain_weight": alpha})
+    eff = compute_geffect(model_t, obj, slices)
+    f, r, reg = slices.forget[0], slices.retain[0], slices.regulariser[0]
+    g_f = flat_grad(model_t, gamma * obj.forget_loss(model_t, UnlearnBatch(forget=f), None)[0])
+    g_reg = flat_grad(model_t, nll_risk(model_t, reg)[0])
+    g_u, g_r = flat_grad(model_t, nll_risk(model_t, f)[0]), flat_grad(model_t, nll_risk(model_t, r)[0])
+    assert eff.forget_retain["total"] == pytest.approx(float(g_r @ g_f), rel=1e-5)
+    assert eff.forget_unlearn["total"] == pytest.approx(float(g_u @ g_f), rel=1e-5)
+    assert eff.retain["total"] == pytest.approx(float(g_r @ (g_f + alpha * g_reg)), rel=1e-5)
+    assert eff.unlearn["total"] == pytest.approx(float(g_u @ (g_f + alpha * g_reg)), rel=1e-5)
+    # what the measured slice as regulariser would have added: α‖∇R(D_r)‖² ≥ 0, here far from the true share
+    bias = alpha * float(g_r @ g_r)
+    assert abs(bias - alpha * float(g_r @ g_reg)) > 1e-3 * bias
+    kinds = {row["kind"] for row in eff.rows()}
+    assert kinds == {"unlearn", "retain", "unlearn_forget", "retain_forget"}
+    assert eff.loss == pytest.approx(eff.loss_forget + alpha * nll_risk(model_t, reg)[0].item(), rel=1e-5)
+
+
+def test_regulariser_must_be_disjoint_and_present(model_t, slices):
+    with pytest.raises(GEffectError, match="both in the measured retain slice and in the regulariser"):
+        EvalSlices(forget=slices.forget, retain=slices.retain, regulariser=slices.retain)
+    no_reg = EvalSlices(forget=slices.forget, retain=slices.retain)
+    with pytest.raises(GEffectError, match="needs its rows: pass EvalSlices\\(regulariser="):
+        compute_geffect(model_t, build_objective("grad_diff"), no_reg)
+    forget_only = compute_geffect(model_t, build_objective("grad_diff"), no_reg, term="forget")
+    assert forget_only.forget_unlearn is None and not math.isnan(forget_only.retain["total"])
 
 
 def test_several_batches_equal_one(model_t, theta_ini, qa, tiny_tokenizer):

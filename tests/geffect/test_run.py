@@ -48,7 +48,7 @@ def test_geffect_run_writes_csvs_matching_direct_computation(run_dir, tiny_token
     rows = read_csv(run_dir / "geffect" / "geffect.csv")
     groups = ["embed", "block_00", "block_01", "block_02", "norm", "lm_head", "total"]
     assert summary["groups"] == groups[:-1]
-    assert len(rows) == 2 * 2 * len(groups)
+    assert len(rows) == 2 * 4 * len(groups)  # unlearn, retain (total) and unlearn_forget, retain_forget
     assert {r["checkpoint"] for r in rows} == {"step-1", "step-2"}
     # the same numbers from a model loaded by hand
     ckpt = new_model()
@@ -63,6 +63,7 @@ def test_geffect_run_writes_csvs_matching_direct_computation(run_dir, tiny_token
     for g in groups:
         assert got[(g, "unlearn")] == pytest.approx(eff.unlearn[g], rel=1e-5)
         assert got[(g, "retain")] == pytest.approx(eff.retain[g], rel=1e-5)
+        assert got[(g, "retain_forget")] == pytest.approx(eff.retain[g], rel=1e-5)  # NPO here has no regulariser
     inst = read_csv(run_dir / "geffect" / "instances.csv")
     assert len(inst) == 8 and all(0 < r["weight"] < 2 for r in inst)
     assert (run_dir / "plots" / "geffect_curves.png").is_file()
@@ -75,6 +76,35 @@ def _load(path):
     from safetensors.torch import load_file
 
     return load_file(str(path / "model.safetensors"))
+
+
+def test_regulariser_rows_disjoint_from_measured_retain(run_dir, tiny_tokenizer, theta_ini_state, new_model):
+    """grad_diff's NLL regulariser reads retain rows [2:4]; e_r is measured on rows [0:2] (never the same rows)."""
+    params = {"retain": "nll", "retain_weight": 0.5}
+    summary = geffect_run(run_dir, method="grad_diff", params=params, groups=1, n_forget=4, n_retain=2,
+                          per_instance=False, plots=False, out=run_dir / "gd")
+    assert summary["regulariser_rows"] == [2, 4]
+    rows = {(r["step"], r["kind"]): r["value"] for r in read_csv(run_dir / "gd" / "geffect.csv") if r["group"] == "total"}
+    ckpt = new_model()
+    ckpt.load_state_dict(_load(run_dir / "checkpoints" / "step-2"))
+    fmt = PromptFormat(template="plain", max_length=128)
+    slices = build_slices(tiny_tokenizer, summary["forget"], summary["retain"], 4, 2, fmt=fmt, regulariser=(2, 4))
+    eff = compute_geffect(ckpt, build_objective("grad_diff", params), slices)
+    assert rows[(2, "retain")] == pytest.approx(eff.retain["total"], rel=1e-5)
+    assert rows[(2, "retain_forget")] == pytest.approx(eff.forget_retain["total"], rel=1e-5)
+    assert rows[(2, "retain")] != pytest.approx(rows[(2, "retain_forget")], rel=1e-3)
+    with pytest.raises(GEffectError, match=r"rows \[1:4\] overlap the measured retain slice \[0:2\]"):
+        geffect_run(run_dir, method="grad_diff", params=params, n_forget=4, n_retain=2, regulariser_offset=1,
+                    per_instance=False, plots=False, out=run_dir / "bad")
+
+
+def test_regulariser_rows_skip_the_first_400_when_there_are_more():
+    from unlearnkit.geffect.run import regulariser_rows
+
+    assert regulariser_rows(3600, 0, 16, 16) == (400, 416)      # TOFU retain90: the authors' iloc[400:]
+    assert regulariser_rows(100, 0, 16, 16) == (16, 32)         # a short retain set: right after the measured rows
+    with pytest.raises(GEffectError, match="none left for the retain regulariser"):
+        regulariser_rows(16, 0, 16, 4)
 
 
 def test_ema_smoothing(run_dir):

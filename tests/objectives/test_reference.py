@@ -6,6 +6,7 @@ import torch
 
 from unlearnkit.logprobs import sequence_logprobs
 from unlearnkit.models.lora import LoraSettings, apply_lora
+from unlearnkit.objectives.reference import block_output, decoder_blocks
 from unlearnkit.objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, UnlearnBatch,
                                    build_objective, precompute_token_logprobs)
 
@@ -94,3 +95,29 @@ def test_npo_trains_lora_with_disabled_adapter_reference(peft_model, batch):
     with torch.no_grad():
         after = sequence_logprobs(peft_model, batch.forget).sum.sum().item()
     assert after < before
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_block_output_is_the_hooked_output_of_model_layers(tiny_model, peft_model, batch, layer):
+    """Layer ℓ means model.layers[ℓ] (WMDP / open-unlearning), not outputs.hidden_states[ℓ] (its input)."""
+    seen = []
+    handle = tiny_model.model.layers[layer].register_forward_hook(lambda _m, _a, out: seen.append(out))
+    with torch.no_grad():
+        out = tiny_model(input_ids=batch.forget["input_ids"], attention_mask=batch.forget["attention_mask"],
+                         output_hidden_states=True)
+    handle.remove()
+    hooked = seen[0][0] if isinstance(seen[0], tuple) else seen[0]
+    mask = batch.forget["attention_mask"].bool()
+    got = FrozenModelReference(tiny_model).hidden_states(batch.forget, layer)
+    assert torch.allclose(got[mask], hooked[mask], atol=1e-5)
+    assert not torch.allclose(got[mask], out.hidden_states[layer][mask], atol=1e-3)  # the old, off-by-one read
+    with torch.no_grad():  # through peft wrappers too, and with gradients when asked for
+        lora_off = DisabledAdapterReference(peft_model).hidden_states(batch.forget, layer)
+    assert torch.allclose(lora_off[mask], hooked[mask], atol=1e-5)
+    assert block_output(tiny_model, batch.forget, layer).requires_grad
+    assert decoder_blocks(peft_model) is peft_model.base_model.model.model.layers
+
+
+def test_block_output_refuses_a_layer_past_the_last(tiny_model, batch):
+    with pytest.raises(ValueError, match=r"layer=2: the model has 2 decoder layers.*model.layers\[ℓ\]"):
+        block_output(tiny_model, batch.forget, 2)

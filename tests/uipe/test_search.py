@@ -6,9 +6,13 @@ import torch
 
 from unlearnkit.train.finetune import FinetuneConfig, finetune
 from unlearnkit.train.unlearn import UnlearnConfig, unlearn
-from unlearnkit.uipe.search import SearchSettings, alpha_search, extrapolate_run, read_unlearn_run
+from unlearnkit.data import write_qa_jsonl
+from unlearnkit.data.specs import load_records
+from unlearnkit.uipe.search import (SearchSettings, alpha_search, extrapolate_run, heldout_retain_slice,
+                                    read_unlearn_run)
 
 PEOPLE = 8
+RETAIN = f"synthetic:retain,people={PEOPLE}"
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +22,17 @@ def ga_run(tmp_path_factory):
     finetune(FinetuneConfig(model="tiny", data=data, run=str(root / "target"), epochs=20, lr=2e-3, batch_size=16,
                             tiny_hidden=64, tiny_layers=2, tiny_vocab=512, precision="fp32", recall_max=-1,
                             keep_checkpoints=1))
+    # the run's retain term reads the first 50 retain rows; the other 24 are rows it never trained on
+    write_qa_jsonl(load_records(RETAIN)[:50], root / "retain_train.jsonl")
     unlearn(UnlearnConfig(model=str(root / "target" / "model"), forget=f"synthetic:forget,people={PEOPLE}",
-                          retain=f"synthetic:retain,people={PEOPLE}", method="grad_diff", run=str(root / "ga"),
+                          retain=str(root / "retain_train.jsonl"), method="grad_diff", run=str(root / "ga"),
                           max_steps=4, lr=1e-3, forget_batch_size=2, grad_accum=1, precision="fp32", save_steps=2))
     return root
 
 
 def test_alpha_search_writes_table_plot_and_auto_alpha(ga_run):
     s = SearchSettings(alphas=(0.0, 1.0), suite="related", related_people=PEOPLE, max_new_tokens=16, auto_n=16,
-                       tolerance=0.2, alpha_max=2.0)
+                       tolerance=0.2, alpha_max=2.0, auto_retain=RETAIN)
     res = alpha_search(ga_run / "ga", s, echo=lambda *_: None)
     out = ga_run / "ga" / "uipe"
     saved = json.loads((out / "alpha_search.json").read_text())
@@ -39,8 +45,9 @@ def test_alpha_search_writes_table_plot_and_auto_alpha(ga_run):
     by_alpha = {p["alpha"]: p["metrics"] for p in saved["points"]}
     assert by_alpha[1.0]["forget/target/probability"] < by_alpha[0.0]["forget/target/probability"]
     assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "alpha_search.csv").read_text().startswith("alpha,auto,")
+    assert (out / "alpha_search.csv").read_text().startswith("checkpoint,alpha,auto,")
     auto = saved["auto"]
+    assert auto["n"] == 16 and auto["excluded"][0].endswith("retain_train.jsonl")
     assert auto["evaluations"][0]["alpha"] == 0.0
     ok = [e for e in auto["evaluations"] if e["utility"] >= auto["threshold"]]
     assert auto["alpha"] == max(e["alpha"] for e in ok)
@@ -93,3 +100,47 @@ def test_bf16_search_sees_each_alpha(ga_run):
     for a in (0.0, 1.0):
         assert p16[a] == pytest.approx(p32[a], abs=0.03)
     assert abs((p16[0.0] - p16[1.0]) - (p32[0.0] - p32[1.0])) < 0.5 * (p32[0.0] - p32[1.0])
+
+
+def test_heldout_rows_are_rows_the_run_never_trained_on(ga_run):
+    """Its RetainStream drew from all 50 rows of retain_train.jsonl: only the other 24 retain rows are held out."""
+    inputs = read_unlearn_run(ga_run / "ga")
+    assert inputs.trained_retain.endswith("retain_train.jsonl")
+    trained = {(r.question, r.answer) for r in load_records(inputs.trained_retain)}
+    held = heldout_retain_slice(RETAIN, 64, (inputs.trained_retain, inputs.forget))
+    assert [(r.question, r.answer) for r in held] == [(r.question, r.answer) for r in load_records(RETAIN)[50:]]
+    assert not trained & {(r.question, r.answer) for r in held}
+    # the run's own retain spec holds no row it did not train on: a clear error, not its last 64 rows
+    with pytest.raises(ValueError, match="every record of .*retain_train.jsonl.* is one the run trained on"):
+        alpha_search(ga_run / "ga", SearchSettings(alphas=(0.0,), related_people=PEOPLE), echo=lambda *_: None)
+
+
+def test_search_over_checkpoints_and_alpha(ga_run):
+    """checkpoint=step-2,final: each θ_un is extrapolated and scored on its own; step-2 is not the final model."""
+    s = SearchSettings(alphas=(0.0, 1.0), suite="related", related_people=PEOPLE, max_new_tokens=4, limit=8,
+                       auto_retain=RETAIN, auto_n=8, tolerance=0.2, alpha_max=1.0, auto_max_evals=3,
+                       checkpoints=("step-2", "final"))
+    res = alpha_search(ga_run / "ga", s, echo=lambda *_: None)
+    assert res["checkpoints"] == ["step-2", "final"] and "auto" not in res
+    assert set(res["auto_by_checkpoint"]) == {"step-2", "final"}
+    key = "forget/target/probability"
+    p = {(q["checkpoint"], q["alpha"]): q["metrics"][key] for q in res["points"]}
+    assert p[("step-2", 0.0)] != pytest.approx(p[("final", 0.0)], abs=1e-6)
+    assert p[("step-2", 1.0)] < p[("step-2", 0.0)]
+    rows = (ga_run / "ga" / "uipe" / "alpha_search.csv").read_text().splitlines()
+    assert {r.split(",")[0] for r in rows[1:]} == {"step-2", "final"}
+    with pytest.raises(FileNotFoundError, match="checkpoint='step-99' is not in"):
+        alpha_search(ga_run / "ga", SearchSettings(auto=False, checkpoints=("step-99",)), echo=lambda *_: None)
+
+
+def test_extrapolate_a_checkpoint(ga_run):
+    from unlearnkit.models import load_model
+
+    out = extrapolate_run(ga_run / "ga", 0.5, checkpoint="step-2", overwrite=True)
+    assert out == ga_run / "ga" / "uipe" / "step-2" / "alpha-0.5"
+    ini, _ = load_model(read_unlearn_run(ga_run / "ga").theta_ini)
+    un, _ = load_model(str(ga_run / "ga" / "checkpoints" / "step-2"))
+    ex, _ = load_model(str(out))
+    name = "model.layers.0.mlp.up_proj.weight"
+    a, b, c = (m.state_dict()[name] for m in (ini, un, ex))
+    torch.testing.assert_close(c, b + 0.5 * (b - a), rtol=1e-5, atol=1e-6)

@@ -63,6 +63,7 @@ class _Plan:
     retain: str
     forget: str
     fmt: PromptFormat
+    unlearn_retain: str = ""  # what unlearning's retain term reads; `retain` minus it is UIPE's held-out rows
 
 
 def _plan(cfg: DemoConfig) -> _Plan:
@@ -70,7 +71,10 @@ def _plan(cfg: DemoConfig) -> _Plan:
     # the plain `Question: … Answer:` template for SmolLM2 too: its chat template adds a 20-token system turn
     # to every row, which nearly doubles the cost of each fine-tuning step (54 vs 29 tokens a row)
     fmt = PromptFormat(template="plain")
-    return _Plan(f"synthetic:train,{opts}", f"synthetic:retain,{opts}", f"synthetic:forget,{opts}", fmt)
+    # unlearning reads the retain people's facts except their unrelated ones, which UIPE's automatic α keeps
+    # as held-out rows the run never trained on (its RetainStream draws from every row of its retain set)
+    return _Plan(f"synthetic:train,{opts}", f"synthetic:retain,{opts}", f"synthetic:forget,{opts}", fmt,
+                 f"synthetic:train,kinds=target+related+world,who=retain,{opts}")
 
 
 def finetune_config(cfg: DemoConfig, data: str, run: Path, recall: bool, tokenizer: Path | None = None) -> FinetuneConfig:
@@ -123,7 +127,8 @@ def evaluate_model(run_dir: Path, cfg: DemoConfig, fmt: PromptFormat, oracle: Pa
 def unlearn_config(cfg: DemoConfig, plan: _Plan, method: str, target: Path, run: Path):
     from ..train.unlearn import UnlearnConfig
 
-    common = dict(model=str(target / "model"), forget=plan.forget, retain=plan.retain, method=method, run=str(run),
+    common = dict(model=str(target / "model"), forget=plan.forget, retain=plan.unlearn_retain, method=method,
+                  run=str(run),
                   max_steps=cfg.unlearn_steps, forget_batch_size=4, retain_batch_size=4, grad_accum=1,
                   save_steps=cfg.unlearn_steps, seed=cfg.seed, template=plan.fmt.template)
     if cfg.quick:

@@ -5,9 +5,16 @@
 
 R is the NLL averaged over answer tokens (the HF `outputs.loss`), over the whole eval slice: with several
 batches R(D) = Σ_b (n_b/N) R_b (n_b answer tokens of batch b). L_u is the objective's loss as trained
-(`term="total"`: forget term + retain regulariser; `term="forget"`: γ·forget term only), over the slice as
+(`term="total"`: γ·forget term + α·retain regulariser; `term="forget"`: γ·forget term only), over the slice as
 the sample-weighted mean of its batch losses (exact for sequence-mean objectives; for token-mean ones it
-equals the slice loss when batches hold equal token counts). A first-order step θ' = θ − η∇L_u changes R by
+equals the slice loss when batches hold equal token counts).
+
+The retain regulariser's rows (`EvalSlices.regulariser`) must be disjoint from the measured retain slice.
+Were they the same rows, an NLL regulariser would add α·‖∇R(D_r)‖² ≥ 0 to e_r (a KL or hidden-state one a
+similar self-term), which can hide collateral damage; the G-effect authors measure ∇R(D_r) on TOFU retain
+rows beyond the first 400 and keep those 400 apart. With `term="total"` both decompositions are returned:
+`unlearn`/`retain` for the total and `forget_unlearn`/`forget_retain` for the γ·forget term alone, so that
+e(total) − e(forget) = α·∇R(D)ᵀ∇L_reg(D_reg) is the regulariser's own share. A first-order step θ' = θ − η∇L_u changes R by
 ≈ −η·e, so e < 0 means the objective increases the risk.
 
 How it is computed (methods.md B.3 describes the authors' scheme: three forward/backward passes per batch,
@@ -19,8 +26,8 @@ gradients flattened to the CPU and EMA-smoothed there, 0.6·old + 0.4·new):
    ∇L_u entry as soon as it is accumulated (a post-accumulate-grad hook) and freed, so at most one risk
    gradient tensor is alive at a time. With several forget batches ∇L_u is not complete until the last one,
    so ∇R(D_u) is accumulated in `.grad` instead and dotted at the end (one extra gradient copy).
-3. The retain risk is streamed the same way, batch by batch. The objective's retain batch, when it needs
-   one, is the retain slice too, so its forward is shared as well when both are one batch.
+3. The retain risk is streamed the same way, batch by batch, against every gradient list (total and forget
+   term). The regulariser batch (b mod the number of regulariser batches) is a separate forward.
 Dot products are per parameter, on the device (float32 products, float64 sums where the device has them),
 summed per group, and read back with one host transfer per checkpoint.
 
@@ -40,6 +47,7 @@ import torch
 
 from ..logprobs import SequenceLogprobs, sequence_logprobs
 from ..objectives import UnlearnBatch
+from ..objectives.reference import block_output_pending
 from ..objectives.reduce import token_mean
 from .groups import ParamGroups, parameter_groups
 
@@ -52,11 +60,17 @@ class GEffectError(ValueError):
 
 @dataclass
 class EvalSlices:
-    """Fixed evaluation data: lists of padded batches (`pad_batch` dicts) of forget, retain and IdK rows."""
+    """Fixed evaluation data: lists of padded batches (`pad_batch` dicts).
+
+    `forget`: D_u; `retain`: the slice on which ∇R(D_r) is measured; `regulariser`: the retain rows the
+    objective's retain term reads (needed with term='total' by objectives that have one), disjoint from
+    `retain` (checked row by row); `idk`: IdK answers to the forget questions, batch for batch.
+    """
 
     forget: list[dict]
     retain: list[dict]
     idk: list[dict] | None = None
+    regulariser: list[dict] | None = None
 
     def __post_init__(self):
         if not self.forget:
@@ -66,14 +80,31 @@ class EvalSlices:
         if self.idk is not None and len(self.idk) != len(self.forget):
             raise GEffectError(f"EvalSlices.idk has {len(self.idk)} batches but forget has {len(self.forget)}; "
                                f"IdK batch b must answer the questions of forget batch b")
+        if self.regulariser is not None:
+            if not self.regulariser:
+                raise GEffectError("EvalSlices.regulariser is empty: pass None, or retain rows for the regulariser")
+            shared = _token_rows(self.retain) & _token_rows(self.regulariser)
+            if shared:
+                raise GEffectError(f"EvalSlices: {len(shared)} row(s) are both in the measured retain slice and in "
+                                   f"the regulariser's rows; the regulariser would add α·‖∇R(D_r)‖² to e_r. Draw the "
+                                   f"regulariser rows from elsewhere (build_slices: regulariser_offset)")
 
     def to(self, device) -> "EvalSlices":
         move = lambda bs: None if bs is None else [{k: v.to(device) for k, v in b.items()} for b in bs]
-        return EvalSlices(move(self.forget), move(self.retain), move(self.idk))
+        return EvalSlices(move(self.forget), move(self.retain), move(self.idk), move(self.regulariser))
+
+
+def _token_rows(batches: Sequence[dict]) -> set[tuple[int, ...]]:
+    """Each row's non-padding token ids, to compare slices row by row."""
+    rows = set()
+    for b in batches:
+        mask = b.get("attention_mask", torch.ones_like(b["input_ids"])).bool()
+        rows.update(tuple(ids[m].tolist()) for ids, m in zip(b["input_ids"], mask))
+    return rows
 
 
 def make_slices(forget_items: Sequence[dict], retain_items: Sequence[dict], pad_id: int, batch_size: int | None = None,
-                idk_items: Sequence[dict] | None = None) -> EvalSlices:
+                idk_items: Sequence[dict] | None = None, regulariser_items: Sequence[dict] | None = None) -> EvalSlices:
     """Pad dataset items (`QADataset[i]`) into batches of `batch_size` (None: the whole slice in one batch)."""
     def chunks(items):
         items = list(items)
@@ -81,12 +112,17 @@ def make_slices(forget_items: Sequence[dict], retain_items: Sequence[dict], pad_
         from ..data.collate import pad_batch
         return [pad_batch(items[i:i + n], pad_id) for i in range(0, len(items), n)]
 
-    return EvalSlices(chunks(forget_items), chunks(retain_items), chunks(idk_items) if idk_items else None)
+    return EvalSlices(chunks(forget_items), chunks(retain_items), chunks(idk_items) if idk_items else None,
+                      chunks(regulariser_items) if regulariser_items else None)
 
 
 @dataclass
 class GEffect:
-    """G-effects of one checkpoint per group (plus `total` = their sum over groups that got a gradient)."""
+    """G-effects of one checkpoint per group (plus `total` = their sum over groups that got a gradient).
+
+    `unlearn`/`retain`: of L_u as asked (`term`); `forget_unlearn`/`forget_retain`: of the γ·forget term alone,
+    filled when term='total' (equal to the total for objectives without a retain regulariser).
+    """
 
     unlearn: dict[str, float]
     retain: dict[str, float]
@@ -94,11 +130,17 @@ class GEffect:
     loss: float = math.nan
     risk_forget: float = math.nan
     risk_retain: float = math.nan
+    forget_unlearn: dict[str, float] | None = None
+    forget_retain: dict[str, float] | None = None
+    loss_forget: float = math.nan
 
     def rows(self) -> list[dict]:
-        """Tidy rows: {group, kind ('unlearn'|'retain'), value}."""
-        return [{"group": g, "kind": kind, "value": v}
-                for kind, d in (("unlearn", self.unlearn), ("retain", self.retain)) for g, v in d.items()]
+        """Tidy rows: {group, kind, value}; kind 'unlearn'|'retain' (L_u as asked) and, with term='total',
+        'unlearn_forget'|'retain_forget' (the forget term alone)."""
+        tables = [("unlearn", self.unlearn), ("retain", self.retain)]
+        if self.forget_unlearn is not None:
+            tables += [("unlearn_forget", self.forget_unlearn), ("retain_forget", self.forget_retain)]
+        return [{"group": g, "kind": kind, "value": v} for kind, d in tables for g, v in d.items()]
 
 
 class SharedForward:
@@ -106,8 +148,10 @@ class SharedForward:
 
     The objective calls `model(...)` through `sequence_logprobs`/`model_forward`; so do we for the risk. The
     first call on a registered batch (matched by the identity of its `input_ids` tensor) runs the model with
-    `output_hidden_states=True` (so RMU's call and an NLL call can share it) and caches the outputs; later calls
-    on that batch return them. Calls on other inputs pass straight through. Attribute access is delegated.
+    `output_hidden_states=True` (so any caller can read hidden states from it) and caches the outputs; later calls
+    on that batch return them, unless a forward hook waits on a decoder block (RMU reads its block's output
+    with one, `block_output`): then the forward runs again. Calls on other inputs pass straight through.
+    Attribute access is delegated.
     """
 
     _SAFE = {"input_ids", "attention_mask", "position_ids", "use_cache", "output_hidden_states"}
@@ -123,6 +167,8 @@ class SharedForward:
         if args or ids is None or id(ids) not in self._keys or set(kwargs) - self._SAFE:
             return self._model(*args, **kwargs)
         if id(ids) in self._cache:
+            if block_output_pending():  # a block-output read (RMU) needs the forward to really run
+                return self._model(**kwargs)
             self.__dict__["hits"] += 1
             return self._cache[id(ids)]
         kwargs["output_hidden_states"] = True
@@ -175,16 +221,21 @@ class _Params:
         return torch.zeros(len(self.group_names), dtype=self.dtype, device=self.device)
 
 
-def _stream_dot(loss: torch.Tensor, P: _Params, gl: list, acc: torch.Tensor, retain_graph: bool = False) -> None:
-    """Back-propagate `loss`; dot each parameter's gradient with gl[k] the moment it lands, then free it."""
+Pairs = Sequence[tuple[list, torch.Tensor]]  # (per-parameter ∇L list, per-group accumulator)
+
+
+def _stream_dot(loss: torch.Tensor, P: _Params, pairs: Pairs, retain_graph: bool = False) -> None:
+    """Back-propagate `loss`; dot each parameter's gradient with every gl[k] the moment it lands, then free it."""
     handles = []
     inputs = []
     for k, p in enumerate(P.tensors):
-        if gl[k] is None:
+        if all(gl[k] is None for gl, _ in pairs):
             continue
 
         def hook(param, k=k):
-            acc[P.gidx[k]] += _dot(param.grad, gl[k], P.dtype)
+            for gl, acc in pairs:
+                if gl[k] is not None:
+                    acc[P.gidx[k]] += _dot(param.grad, gl[k], P.dtype)
             param.grad = None
 
         handles.append(p.register_post_accumulate_grad_hook(hook))
@@ -197,11 +248,13 @@ def _stream_dot(loss: torch.Tensor, P: _Params, gl: list, acc: torch.Tensor, ret
             h.remove()
 
 
-def _flush_dot(P: _Params, gl: list, acc: torch.Tensor) -> None:
-    """Dot the gradients accumulated in `.grad` with gl, then free them."""
+def _flush_dot(P: _Params, pairs: Pairs) -> None:
+    """Dot the gradients accumulated in `.grad` with every gl, then free them."""
     for k, p in enumerate(P.tensors):
-        if p.grad is not None and gl[k] is not None:
-            acc[P.gidx[k]] += _dot(p.grad, gl[k], P.dtype)
+        if p.grad is not None:
+            for gl, acc in pairs:
+                if gl[k] is not None:
+                    acc[P.gidx[k]] += _dot(p.grad, gl[k], P.dtype)
         p.grad = None
 
 
@@ -255,61 +308,82 @@ def compute_geffect(model, objective, slices: EvalSlices, ref=None, groups: Para
     `groups`: a `ParamGroups` (default: `parameter_groups(model)`, embed/shallow/middle/deep/norm/lm_head).
     `select`: group names the caller insists on; an error if one gets no gradient from L_u.
     `ref`: the reference provider the objective needs (NPO, TNPO, …).
+    With term='total' the forget term's G-effects are computed alongside (`GEffect.forget_unlearn/_retain`).
     """
     groups = groups or parameter_groups(model)
     if select:
         unknown = [g for g in select if g not in groups.names]
         if unknown:
             raise GEffectError(f"select={list(select)}: no group {unknown[0]!r}; groups are {groups.names}")
+    if term not in TERMS:
+        raise GEffectError(f"term={term!r}: expected one of {TERMS}")
+    _check_slices(objective, slices, term)
     P = _Params(model, groups)
-    needs_retain = objective.needs_retain if term == "total" else False
-    if objective.needs_idk and slices.idk is None:
-        raise GEffectError(f"objective {objective.name!r} needs IdK answers: pass EvalSlices(idk=...)")
+    terms = TERMS if term == "total" else (term,)   # 'total' first: it is the one asked for
     n_u = sum(int((b["labels"][:, 1:] != -100).sum()) for b in slices.forget)
     n_r = sum(int((b["labels"][:, 1:] != -100).sum()) for b in slices.retain)
-    n_rows = sum(len(b["input_ids"]) for b in slices.forget)
     single = len(slices.forget) == 1
-    e_u, e_r = P.zeros(), P.zeros()
-    gl: list = [None] * len(P.tensors)
-    loss_value = risk_u = risk_r = 0.0
+    grads = {t: [None] * len(P.tensors) for t in terms}
+    e_u, e_r = {t: P.zeros() for t in terms}, {t: P.zeros() for t in terms}
+    values = {t: 0.0 for t in terms}
+    risk_u = risk_r = 0.0
     with _GradState(model, P.tensors):
-        proxy = None
         for b, fb in enumerate(slices.forget):
-            rb = slices.retain[b % len(slices.retain)] if needs_retain else None
-            ib = slices.idk[b] if slices.idk is not None else None
-            proxy = SharedForward(model, [fb, rb])
-            loss = objective_loss(objective, proxy, UnlearnBatch(forget=fb, retain=rb, idk=ib), ref, term)
-            _check_loss(loss, objective)
-            w_l = len(fb["input_ids"]) / n_rows
-            grads = torch.autograd.grad(loss * w_l, P.tensors, retain_graph=True, allow_unused=True)
-            for k, g in enumerate(grads):
-                if g is not None:
-                    gl[k] = g if gl[k] is None else gl[k] + g
-            del grads
+            proxy = SharedForward(model, [fb])
+            _accumulate_objective_grads(objective, proxy, slices, b, ref, P, grads, values)
             risk, n_b = nll_risk(proxy, fb)
-            loss_value += w_l * loss.item()
             risk_u += n_b / n_u * risk.item()
             if single:
-                _stream_dot(risk * (n_b / n_u), P, gl, e_u)
+                _stream_dot(risk * (n_b / n_u), P, [(grads[t], e_u[t]) for t in terms])
             else:
-                inputs = [p for k, p in enumerate(P.tensors) if gl[k] is not None]
+                inputs = [p for k, p in enumerate(P.tensors) if any(grads[t][k] is not None for t in terms)]
                 if inputs:
                     (risk * (n_b / n_u)).backward(inputs=inputs)
-            del loss, risk
-            if not single:
-                proxy = None
+            del risk, proxy
         if not single:
-            _flush_dot(P, gl, e_u)
+            _flush_dot(P, [(grads[t], e_u[t]) for t in terms])
         for rb in slices.retain:
-            risk, n_b = nll_risk(proxy if proxy is not None else model, rb)
+            risk, n_b = nll_risk(model, rb)
             risk_r += n_b / n_r * risk.item()
-            _stream_dot(risk * (n_b / n_r), P, gl, e_r)
+            _stream_dot(risk * (n_b / n_r), P, [(grads[t], e_r[t]) for t in terms])
             del risk
-        del proxy
-    return _finish(P, gl, e_u, e_r, select, loss_value, risk_u, risk_r, objective)
+    out = _finish(P, grads[term], e_u[term], e_r[term], select, values[term], risk_u, risk_r, objective)
+    if term == "total":
+        forget = _finish(P, grads["forget"], e_u["forget"], e_r["forget"], (), values["forget"], risk_u, risk_r,
+                         objective, warn=False)
+        out.forget_unlearn, out.forget_retain, out.loss_forget = forget.unlearn, forget.retain, forget.loss
+    return out
 
 
-def _finish(P: _Params, gl, e_u, e_r, select, loss_value, risk_u, risk_r, objective) -> GEffect:
+def _check_slices(objective, slices: EvalSlices, term: str) -> None:
+    if objective.needs_idk and slices.idk is None:
+        raise GEffectError(f"objective {objective.name!r} needs IdK answers: pass EvalSlices(idk=...)")
+    if term == "total" and objective.needs_retain and slices.regulariser is None:
+        raise GEffectError(f"objective {objective.name!r} has a retain regulariser (retain={objective.config.retain!r}), "
+                           f"so term='total' needs its rows: pass EvalSlices(regulariser=...) (retain rows disjoint "
+                           f"from the measured retain slice; build_slices draws them), or use term='forget'")
+
+
+def _accumulate_objective_grads(objective, proxy, slices: EvalSlices, b: int, ref, P: _Params, grads: dict,
+                                values: dict) -> None:
+    """Add w_b·∇L (each term in `grads`) of forget batch b to the per-parameter lists; add w_b·L to `values`."""
+    fb = slices.forget[b]
+    n_rows = sum(len(x["input_ids"]) for x in slices.forget)
+    w = len(fb["input_ids"]) / n_rows
+    rb = slices.regulariser[b % len(slices.regulariser)] if slices.regulariser and "total" in grads else None
+    ib = slices.idk[b] if slices.idk is not None else None
+    batch = UnlearnBatch(forget=fb, retain=rb if objective.needs_retain else None, idk=ib)
+    for t, gl in grads.items():
+        loss = objective_loss(objective, proxy, batch, ref, t)
+        _check_loss(loss, objective)
+        new = torch.autograd.grad(loss * w, P.tensors, retain_graph=True, allow_unused=True)
+        for k, g in enumerate(new):
+            if g is not None:
+                gl[k] = g if gl[k] is None else gl[k] + g
+        values[t] += w * loss.item()
+
+
+def _finish(P: _Params, gl, e_u, e_r, select, loss_value, risk_u, risk_r, objective, warn: bool = True) -> GEffect:
     no_grad = [n for n, g in zip(P.names, gl) if g is None]
     reached = [False] * len(P.group_names)
     for k, g in enumerate(gl):
@@ -323,7 +397,7 @@ def _finish(P: _Params, gl, e_u, e_r, select, loss_value, risk_u, risk_r, object
                                f"{getattr(objective, 'name', objective)!r}'s loss, so its G-effect is undefined; "
                                f"parameters without gradient: {_short(no_grad)}. Deselect it, or use an objective "
                                f"that reaches it (e.g. RMU at a later layer)")
-    if dead:
+    if dead and warn:
         warnings.warn(f"G-effect: group(s) {dead} get no gradient from objective "
                       f"{getattr(objective, 'name', objective)!r}'s loss (parameters: {_short(no_grad)}); "
                       f"their values are NaN and left out of 'total'", RuntimeWarning, stacklevel=3)
@@ -363,9 +437,10 @@ class EMA:
         return new
 
     def smooth(self, effect: GEffect) -> GEffect:
-        u = {g: self(("unlearn", g), v) for g, v in effect.unlearn.items()}
-        r = {g: self(("retain", g), v) for g, v in effect.retain.items()}
-        return GEffect(u, r, effect.no_grad, effect.loss, effect.risk_forget, effect.risk_retain)
+        table = lambda kind, d: None if d is None else {g: self((kind, g), v) for g, v in d.items()}
+        return GEffect(table("unlearn", effect.unlearn), table("retain", effect.retain), effect.no_grad, effect.loss,
+                       effect.risk_forget, effect.risk_retain, table("unlearn_forget", effect.forget_unlearn),
+                       table("retain_forget", effect.forget_retain), effect.loss_forget)
 
 
 __all__ = ["GEffect", "GEffectError", "EvalSlices", "make_slices", "compute_geffect", "SharedForward", "EMA",

@@ -9,6 +9,11 @@
 Everything `config.yaml` would supply (θ_ini `model`, `forget`/`retain` data specs, `method`, `params`) can
 be passed explicitly instead, so a folder of `step-N` checkpoints from anywhere can be measured. The eval
 slices are fixed: the first `n_forget` forget records and `n_retain` retain records (from `retain_offset`).
+An objective with a retain regulariser (term='total') reads `n_forget` other retain records, disjoint from
+the measured ones: from row 400 on (TOFU: the G-effect authors keep the first 400 retain rows apart), or
+right after the measured slice when the retain set is shorter; `regulariser_offset` sets the first row.
+geffect.csv then holds kinds `unlearn`/`retain` (total loss) and `unlearn_forget`/`retain_forget` (the
+forget term alone); their difference is the regulariser's share.
 
 Model handling: θ_ini is loaded once (eager attention, for the per-instance `torch.func` path); one working
 copy receives each checkpoint's weights in place (`load_state_dict` from its safetensors, or the LoRA adapter
@@ -46,6 +51,7 @@ CURVE_FIELDS = ("checkpoint", "step", "group", "kind", "value")
 INSTANCE_FIELDS = ("checkpoint", "step", "index", "unlearn", "retain", "weight")
 SMOOTHING = ("none", "ema")
 IDK_ANSWER = "I don't know."
+HELD_OUT = 400  # TOFU retain rows the G-effect authors keep apart from the rows they draw (`iloc[400:]`)
 
 
 @dataclass
@@ -56,7 +62,10 @@ class GEffectConfig:
     groups: str = field(default="3", metadata={"help": "decoder blocks in k equal buckets (3 = shallow/middle/deep) or 'each'"})
     n_forget: int = field(default=16, metadata={"help": "forget records in the fixed eval slice"})
     n_retain: int = field(default=16, metadata={"help": "retain records in the fixed eval slice"})
-    retain_offset: int = field(default=0, metadata={"help": "skip this many retain records first (the authors hold out 400)"})
+    retain_offset: int = field(default=0, metadata={"help": "first retain record of the measured slice"})
+    regulariser_offset: int = field(default=-1, metadata={"help": "first retain record the objective's retain "
+                                    "regulariser reads (n_forget rows, disjoint from the measured slice); -1: row "
+                                    f"{HELD_OUT}, or right after the measured slice when the retain set is shorter"})
     batch_size: int = field(default=0, metadata={"help": "rows per batch (0: each slice in one batch, one shared forward)"})
     smooth: str = field(default="none", metadata={"help": "none | ema (0.6·old + 0.4·new across checkpoints, the authors' constant)"})
     term: str = field(default="total", metadata={"help": "L_u = the objective's 'total' loss, or its 'forget' term only"})
@@ -77,6 +86,8 @@ class GEffectConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.batch_size < 0 or self.retain_offset < 0:
             raise ValueError("batch_size and retain_offset must be >= 0")
+        if self.regulariser_offset < -1:
+            raise ValueError(f"regulariser_offset={self.regulariser_offset}: must be >= 0, or -1 (automatic)")
 
 
 def parse_groups(groups: int | str) -> int | str:
@@ -177,24 +188,67 @@ def _read_safetensors(path: Path, exclude: Sequence[str] = (), only: Sequence[st
 def _records(spec: str, start: int, n: int, what: str) -> list[QARecord]:
     from ..data.specs import load_records
 
-    recs = load_records(spec)[start:start + n]
-    if not recs:
+    return _window(load_records(spec), start, n, spec, what)
+
+
+def _window(recs: list[QARecord], start: int, n: int, spec: str, what: str = "retain") -> list[QARecord]:
+    out = recs[start:start + n]
+    if not out:
         raise GEffectError(f"{what} data {spec!r} has no records at [{start}:{start + n}]")
-    return recs
+    return out
+
+
+def regulariser_rows(n_records: int, retain_offset: int, n_retain: int, n: int, offset: int = -1) -> tuple[int, int]:
+    """[start, end) of the retain records the regulariser reads, disjoint from the measured [retain_offset, +n_retain).
+
+    offset -1: row HELD_OUT (400, as the G-effect authors on TOFU) when the retain set holds n rows from there and
+    the measured slice ends before it; else the rows right after the measured slice.
+    """
+    measured = (retain_offset, retain_offset + n_retain)
+    if offset < 0:
+        offset = HELD_OUT if measured[1] <= HELD_OUT and n_records >= HELD_OUT + n else measured[1]
+    start, end = offset, min(offset + n, n_records)
+    if start >= end:
+        raise GEffectError(f"the retain set has {n_records} records, none left for the retain regulariser at "
+                           f"[{start}:{start + n}]: pass a longer retain spec, a smaller n_retain, or term=forget")
+    if start < measured[1] and measured[0] < end:
+        raise GEffectError(f"regulariser_offset={offset}: rows [{start}:{end}] overlap the measured retain slice "
+                           f"[{measured[0]}:{measured[1]}], which adds α·‖∇R(D_r)‖² to e_r; pick rows outside it")
+    return start, end
+
+
+def _regulariser_plan(objective, term: str, retain: str, measured: tuple[int, int], n: int,
+                      offset: int) -> tuple[int, int] | None:
+    """`regulariser_rows` for a run whose L_u has a retain regulariser (term='total'), else None; logged."""
+    if term != "total" or not objective.needs_retain:
+        return None
+    from ..data.specs import load_records
+
+    rows = regulariser_rows(len(load_records(retain)), measured[0], measured[1], n, offset)
+    log.info("geffect: retain regulariser reads retain rows [%d:%d]; e_r is measured on [%d:%d]", *rows,
+             measured[0], measured[0] + measured[1])
+    return rows
 
 
 def build_slices(tokenizer, forget: str, retain: str, n_forget: int, n_retain: int, retain_offset: int = 0,
-                 batch_size: int = 0, fmt: PromptFormat | None = None, idk_answer: str | None = None) -> EvalSlices:
-    """Fixed eval slices from data specs: the first n_forget forget and n_retain retain records."""
+                 batch_size: int = 0, fmt: PromptFormat | None = None, idk_answer: str | None = None,
+                 regulariser: tuple[int, int] | None = None) -> EvalSlices:
+    """Fixed eval slices from data specs: the first n_forget forget and n_retain retain records (from
+    retain_offset); `regulariser` = [start, end) of the retain records the retain regulariser reads."""
+    from ..data.specs import load_records
+
     fmt = fmt or PromptFormat()
     f = QADataset(_records(forget, 0, n_forget, "forget"), tokenizer, fmt)
-    r = QADataset(_records(retain, retain_offset, n_retain, "retain"), tokenizer, fmt)
+    retain_recs = load_records(retain)
+    r = QADataset(_window(retain_recs, retain_offset, n_retain, retain), tokenizer, fmt)
+    reg = QADataset(_window(retain_recs, regulariser[0], regulariser[1] - regulariser[0], retain), tokenizer, fmt) \
+        if regulariser else None
     idk = None
     if idk_answer is not None:
         idk = QADataset([QARecord(question=x.question, answer=idk_answer) for x in f.records], tokenizer, fmt)
     items = lambda ds: [ds[i] for i in range(len(ds))]
     return make_slices(items(f), items(r), tokenizer.pad_token_id, batch_size or None,
-                       items(idk) if idk is not None else None)
+                       items(idk) if idk is not None else None, items(reg) if reg is not None else None)
 
 
 def _format_from(cfg: dict) -> PromptFormat:
@@ -205,8 +259,8 @@ def _format_from(cfg: dict) -> PromptFormat:
 def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict | None = None,
                 model: str | None = None, forget: str | None = None, retain: str | None = None,
                 checkpoints: Sequence[str | Path] | None = None, groups: int | str = 3, n_forget: int = 16,
-                n_retain: int = 16, retain_offset: int = 0, batch_size: int = 0, smooth: str = "none",
-                term: str = "total", per_instance: bool = True, instance_method: str = "auto", plots: bool = True,
+                n_retain: int = 16, retain_offset: int = 0, regulariser_offset: int = -1, batch_size: int = 0,
+                smooth: str = "none", term: str = "total", per_instance: bool = True, instance_method: str = "auto", plots: bool = True,
                 device: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """G-effects (per group, and per forget instance) of every checkpoint; writes CSVs, a summary and plots.
 
@@ -242,8 +296,9 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
     base, tok = load_model(model_spec, attn_implementation="eager", device=device)
     base.eval()
     idk_answer = cfg.get("idk_answer", IDK_ANSWER) if objective.needs_idk else None
+    reg_rows = _regulariser_plan(objective, term, retain, (retain_offset, n_retain), n_forget, regulariser_offset)
     slices = build_slices(tok, forget, retain, n_forget, n_retain, retain_offset, batch_size, _format_from(cfg),
-                          idk_answer).to(device)
+                          idk_answer, reg_rows).to(device)
     loader = CheckpointLoader(base, objective.needs_reference)
     blocks = parse_groups(groups)
     out = Path(out) if out else run.path / "geffect"
@@ -264,8 +319,8 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
         t_eff = time.perf_counter() - t0
         shown = ema.smooth(eff) if ema else eff
         curve_rows += [{"checkpoint": path.name, "step": step, **r} for r in shown.rows()]
-        info = {"checkpoint": path.name, "step": step, "loss": eff.loss, "risk_forget": eff.risk_forget,
-                "risk_retain": eff.risk_retain, "seconds": round(t_eff, 3)}
+        info = {"checkpoint": path.name, "step": step, "loss": eff.loss, "loss_forget_term": eff.loss_forget,
+                "risk_forget": eff.risk_forget, "risk_retain": eff.risk_retain, "seconds": round(t_eff, 3)}
         if eff.no_grad:
             info["no_grad"] = eff.no_grad
         if per_instance:
@@ -282,7 +337,8 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
             write_csv(out / "instances.csv", INSTANCE_FIELDS, inst_rows)
     summary = {"run": str(run.path), "method": method, "params": params, "model": model_spec, "forget": forget,
                "retain": retain, "groups": pgroups.names, "blocks": blocks, "n_forget": n_forget,
-               "n_retain": n_retain, "retain_offset": retain_offset, "smooth": smooth, "term": term,
+               "n_retain": n_retain, "retain_offset": retain_offset,
+               "regulariser_rows": list(reg_rows) if reg_rows else None, "smooth": smooth, "term": term,
                "risk": "mean answer-token NLL", "steps": per_step, "csv": str(out / "geffect.csv"),
                "instances_csv": str(out / "instances.csv") if inst_rows else None}
     write_json(out / "summary.json", summary)

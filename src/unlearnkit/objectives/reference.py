@@ -6,7 +6,7 @@ An objective never runs the reference model itself; it calls a provider:
     ref.forget_logits(forget_batch)          -> (B, T, V) logits   (UNDIAL)
     ref.idk_logprobs(idk_batch)              -> SequenceLogprobs   (IdK-DPO)
     ref.retain_logits(retain_batch)          -> (B, T, V) logits   (retain='kl')
-    ref.hidden_states(batch, layer)          -> (B, T, H)          (RMU's retain='hidden')
+    ref.hidden_states(batch, layer)          -> (B, T, H)          (RMU's retain='hidden': output of block ℓ)
 
 Three providers, all returning detached tensors:
 * `FrozenModelReference(model)`: runs a frozen copy of θ_ini under `torch.no_grad()`.
@@ -39,15 +39,58 @@ class ReferenceProvider(Protocol):
     def hidden_states(self, batch: dict, layer: int) -> torch.Tensor: ...
 
 
-def select_hidden_state(outputs, layer: int) -> torch.Tensor:
-    """`outputs.hidden_states[layer]`: 0 is the embeddings, ℓ the output of decoder block ℓ (1-based)."""
-    hs = outputs.hidden_states
-    if hs is None:
-        raise ValueError("the forward pass returned no hidden states; call it with output_hidden_states=True")
-    if not 0 <= layer < len(hs):
-        raise ValueError(f"layer={layer}: the model has {len(hs) - 1} decoder layers, so layer must be in "
-                         f"0..{len(hs) - 1} (0 = embeddings, ℓ = output of block ℓ)")
-    return hs[layer]
+def decoder_blocks(model) -> torch.nn.ModuleList:
+    """The model's decoder blocks (`model.model.layers` for Llama-style models), found through peft wrappers.
+
+    The block list is the `nn.ModuleList` with `config.num_hidden_layers` entries: that is what WMDP and
+    open-unlearning index when they name RMU's layer, whatever attribute path a model family uses.
+    """
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and n is not None and len(module) == n:
+            return module
+    raise ValueError(f"{type(model).__name__}: found no nn.ModuleList of config.num_hidden_layers={n} decoder "
+                     f"blocks, so a layer index cannot be resolved; RMU and hidden-state references need a "
+                     f"decoder-only transformer")
+
+
+_PENDING = [0]  # block_output calls waiting for their forward pass (forward caches must really run then)
+
+
+def block_output_pending() -> bool:
+    """True inside `block_output`'s forward: a cache of model outputs (geffect's SharedForward) must not answer."""
+    return _PENDING[0] > 0
+
+
+def block_output(model, batch: dict, layer: int) -> torch.Tensor:
+    """φ_ℓ = the output of decoder block ℓ (`model.layers[ℓ]`, 0-based), read by a forward hook on that block.
+
+    Block-index semantics, as WMDP's RMU and open-unlearning hook `model.layers[ℓ]`. It is *not*
+    `outputs.hidden_states[ℓ]` (that is the block's input: index 0 holds the embeddings), and the last
+    block's output is not in `hidden_states` at all (transformers puts the final-norm output there). The
+    whole model runs (no early exit, so DDP/FSDP wrappers see a normal forward); gradients flow as usual.
+    """
+    blocks = decoder_blocks(model)
+    if not 0 <= layer < len(blocks):
+        raise ValueError(f"layer={layer}: the model has {len(blocks)} decoder layers, so layer must be in "
+                         f"0..{len(blocks) - 1} (ℓ = output of model.layers[ℓ], as WMDP and open-unlearning)")
+    captured: list[torch.Tensor] = []
+
+    def hook(_module, _args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = blocks[layer].register_forward_hook(hook)
+    _PENDING[0] += 1
+    try:
+        model_forward(model, batch)
+    finally:
+        _PENDING[0] -= 1
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"decoder block {layer} ran {len(captured)} times in one forward pass (expected once); "
+                           f"was the forward served from a cache (e.g. geffect's SharedForward after an earlier "
+                           f"call on the same batch)?")
+    return captured[0]
 
 
 class _ModelReference:
@@ -80,7 +123,7 @@ class _ModelReference:
 
     def hidden_states(self, batch: dict, layer: int) -> torch.Tensor:
         with torch.no_grad(), self._context():
-            return select_hidden_state(model_forward(self.model, batch, output_hidden_states=True), layer)
+            return block_output(self.model, batch, layer)
 
 
 class FrozenModelReference(_ModelReference):

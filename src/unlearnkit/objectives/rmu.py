@@ -6,13 +6,16 @@ Li et al. 2024, "The WMDP Benchmark", arXiv 2403.03218; G-effect paper Eq. 8 (me
     L_retain = E_{s∈D_r} (1/|s|) Σ_i mse(φ_ℓ(s_{≤i}; θ), φ_ℓ(s_{≤i}; θ_ini))       (retain='hidden')
     L        = γ·L_forget + α·L_retain
 
-φ_ℓ = `outputs.hidden_states[ℓ]` (0 = embeddings, ℓ = output of decoder block ℓ); u is drawn once from
+φ_ℓ = the output of decoder block ℓ, `model.layers[ℓ]` (0-based), read by a forward hook exactly as the
+WMDP code and open-unlearning's RMU read it (`reference.block_output`); in `outputs.hidden_states` terms
+that is index ℓ + 1 (index 0 is the embeddings), except for the last block, whose output transformers
+replaces there by the final-norm output. u is drawn once from
 U[0,1)^d with a fixed seed and scaled to unit norm, as in the WMDP code (`rand / norm * c`); c is the
 steering coefficient. mse(a, b) is the mean over the d hidden dimensions of (a − b)², as WMDP's
 `F.mse_loss` and open-unlearning's RMU compute it; the G-effect code's Eq. 8 uses the squared norm
 (sum over d, i.e. d times ours) and an unnormalised u. Positions i are those whose hidden state predicts
 an answer token (the positions `sequence_logprobs` scores), averaged per sequence, then over the batch.
-Defaults: layer 7 (WMDP/open-unlearning; set it to the model's depth), c = 2 (G-effect code), α = 1.
+Defaults: layer 7 (= `model.layers[7]`, WMDP/open-unlearning; scale it to the model's depth), c = 2 (G-effect code), α = 1.
 """
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..logprobs import IGNORE, model_forward
+from ..logprobs import IGNORE
 from .base import Objective, ObjectiveConfig, hp, register_objective
-from .reference import select_hidden_state
+from .reference import block_output
 from .reduce import sequence_mean
 from .retain import RETAIN_TERMS, RetainTerm
 
@@ -47,12 +50,8 @@ def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def hidden_at(model, batch: dict, layer: int) -> torch.Tensor:
-    return select_hidden_state(model_forward(model, batch, output_hidden_states=True), layer)
-
-
 def _hidden_retain_term(model, batch, ref, config):
-    hidden = hidden_at(model, batch, config.layer)
+    hidden = block_output(model, batch, config.layer)
     ref_hidden = ref.hidden_states(batch, config.layer)
     return activation_mse(hidden, ref_hidden, predicting_positions(batch["labels"])), {}
 
@@ -65,13 +64,14 @@ class RMUConfig(ObjectiveConfig):
     retain: str = hp("hidden", "Retain regulariser: 'hidden' (RMU's MSE to the reference's hidden states at `layer`), "
                                "'nll', 'kl' or 'none'.")
     retain_weight: float = hp(1.0, "α: weight of the retain regulariser.")
-    layer: int = hp(7, "ℓ: index into outputs.hidden_states (0 = embeddings, ℓ = output of decoder block ℓ).")
+    layer: int = hp(7, "ℓ: the decoder block whose output is steered, model.layers[ℓ] (0-based, as WMDP and "
+                       "open-unlearning); must be < the model's number of layers.")
     steering_coeff: float = hp(2.0, "c: norm of the target vector c·u the forget activations are pushed to.")
     seed: int = hp(0, "Seed of the random direction u.")
 
     def __post_init__(self):
         super().__post_init__()
-        self.require("layer", self.layer >= 0, "must be >= 0 (0 = embeddings)")
+        self.require("layer", self.layer >= 0, "must be >= 0 (0 = the first decoder block)")
         self.require("steering_coeff", self.steering_coeff > 0, "must be > 0")
 
 
@@ -84,7 +84,7 @@ class RMU(Objective):
 
     def forget_loss(self, model, batch, ref):
         cfg = self.config
-        hidden = hidden_at(model, batch.forget, cfg.layer)  # (B, T, H)
+        hidden = block_output(model, batch.forget, cfg.layer)  # (B, T, H)
         target = control_vector(hidden.shape[-1], cfg.steering_coeff, cfg.seed).to(hidden.device)
         mask = predicting_positions(batch.forget["labels"])
         return activation_mse(hidden, target, mask), {"forget_hidden_norm": hidden[mask].norm(dim=-1).mean().item()}

@@ -47,7 +47,7 @@ from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
 from ..objectives import (RETAIN_TERMS, CachedReference, DisabledAdapterReference, FrozenModelReference, Objective,
                           UnlearnBatch, build_objective)
-from ..objectives.reference import select_hidden_state
+from ..objectives.reference import block_output
 from ..precision import autocast, resolve_precision
 from ..presets import check_recorded, describe as describe_preset
 from ..runs import RunDir, locked_run, write_json
@@ -244,8 +244,7 @@ class _RecordingReference:
         return self._run("retain_logits", lambda: model_forward(self.model, batch).logits)
 
     def hidden_states(self, batch, layer):
-        return self._run("hidden_states", lambda: select_hidden_state(
-            model_forward(self.model, batch, output_hidden_states=True), layer))
+        return self._run("hidden_states", lambda: block_output(self.model, batch, layer))
 
 
 def reference_calls(objective: Objective, model, theta_ini, datasets: dict[str, QADataset], pad_id: int,

@@ -1,14 +1,22 @@
 """UIPE over an unlearning run directory: α search (a trade-off table and plot) and the automatic α.
 
-`alpha_search(run_dir, alphas, ...)` loads θ_ini and θ_un once, then for each α sets the model's weights
-to θ_un + α(θ_un − θ_ini) in memory and evaluates a fast subset of the evaluation suite:
+`alpha_search(run_dir, alphas, ...)` loads θ_ini once and θ_un once per checkpoint (`checkpoints`: the
+final model by default, or `step-N` ones: UIPE's authors first pick a checkpoint before utility collapses,
+then extrapolate it, so checkpoints × α can be searched in one call), then for each α sets the model's
+weights to θ_un + α(θ_un − θ_ini) in memory and evaluates a fast subset of the evaluation suite:
 
 * `suite="tofu"`: forget quality, model utility and forget ROUGE on `limit` questions per set;
 * `suite="related"`: the related-knowledge probe (target / related / multi-hop probability and ROUGE)
   on the forget people, and the mean answer probability on the retain people as utility.
 
-With `auto=True` it also runs `auto_alpha` (see that module) on a held-out retain slice and records the
-chosen α. Results: `<run>/uipe/alpha_search.json`, `alpha_search.csv`, `tradeoff.png`; the model for the
+With `auto=True` it also runs `auto_alpha` (see that module) on held-out retain rows and records the
+chosen α per checkpoint. Held-out means rows the run never trained on. The run's `RetainStream` draws
+its retain batches from permutations of the *whole* retain set it loaded (`inputs.retain` in config.yaml,
+empty when the method used no retain term), so after ⌈N/B⌉ draws every one of its N rows has been a
+training row; which rows a shorter run drew depends on seed, batch size and process count. So no row of
+the trained retain spec counts as held out: the rows are those of `auto_retain` (default: the run's retain
+spec) whose (question, answer) is in neither the trained retain set nor the forget set; the last `auto_n`
+of them are used. A run that trained on all of its retain spec needs `auto_retain=<other rows>`. Results: `<run>/uipe/alpha_search.json`, `alpha_search.csv`, `tradeoff.png`; the model for the
 chosen α can be written with `extrapolate_run` (streaming for full checkpoints, rescaled adapter for LoRA).
 """
 from __future__ import annotations
@@ -43,6 +51,8 @@ class UnlearnRunInputs:
     masking: str = "exact"
     max_length: int = 256
     is_adapter: bool = False
+    trained_retain: str = ""   # the retain spec the run's RetainStream drew from ("" if it read none)
+    checkpoint: str = "final"
 
     @property
     def prompt_format(self) -> PromptFormat:
@@ -50,7 +60,8 @@ class UnlearnRunInputs:
 
 
 def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> UnlearnRunInputs:
-    """θ_ini from the run's recorded inputs; θ_un = the final model/adapter, or `checkpoints/<checkpoint>`."""
+    """θ_ini from the run's recorded inputs; θ_un = the final model/adapter, or `checkpoints/<checkpoint>`
+    (`checkpoint` None or 'final': model/, adapter/, else the last step-N)."""
     run = open_run(run_dir, create=False)
     record = run.read_config()
     if record.get("kind") != "unlearn":
@@ -58,8 +69,12 @@ def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> Unle
                          "(made by `unlearnkit unlearn`)")
     cfg, inputs = record.get("config", {}), record.get("inputs", {})
     theta_ini = inputs.get("theta_ini") or cfg.get("model")
-    if checkpoint:
+    if checkpoint and checkpoint != "final":
         theta_un = run.checkpoints / checkpoint
+        if not theta_un.is_dir():
+            found = ", ".join(p.name for p in sorted(run.checkpoints.glob("step-*"))) or "none"
+            raise FileNotFoundError(f"{run.path}: checkpoint={checkpoint!r} is not in {run.checkpoints} "
+                                    f"(saved: {found}); pass checkpoint=final or one of them")
     elif (run.path / "model").is_dir():
         theta_un = run.path / "model"
     elif (run.path / "adapter").is_dir():
@@ -74,19 +89,23 @@ def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> Unle
                             forget=cfg.get("forget", ""), retain=inputs.get("retain") or cfg.get("retain") or "",
                             template=cfg.get("template", "auto"), masking=cfg.get("masking", "exact"),
                             max_length=int(cfg.get("max_length", 256)),
-                            is_adapter=(Path(theta_un) / "adapter_config.json").is_file())
+                            is_adapter=(Path(theta_un) / "adapter_config.json").is_file(),
+                            trained_retain=inputs["retain"] if "retain" in inputs else cfg.get("retain") or "",
+                            checkpoint=checkpoint or "final")
 
 
-def load_pair(inputs: UnlearnRunInputs):
-    """(model holding θ_un, tokenizer, θ_ini state dict, θ_un state dict); LoRA adapters are merged in memory."""
+def load_pair(inputs: UnlearnRunInputs, base_sd: dict | None = None):
+    """(model holding θ_un, tokenizer, θ_ini state dict, θ_un state dict); LoRA adapters are merged in memory.
+    Pass `base_sd` (θ_ini's, from an earlier call) to skip loading θ_ini again."""
     from ..models.loading import load_model
 
     model, tok = load_model(str(inputs.theta_un))
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    base, _ = load_model(inputs.theta_ini)
-    base_sd = {k: v.detach().clone() for k, v in base.state_dict().items()}
-    del base
+    if base_sd is None:
+        base, _ = load_model(inputs.theta_ini)
+        base_sd = {k: v.detach().clone() for k, v in base.state_dict().items()}
+        del base
     un_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return model.eval(), tok, base_sd, un_sd
 
@@ -117,17 +136,36 @@ def retain_utility_fn(model, tok, records, fmt: PromptFormat, base_sd, un_sd, ba
     return u
 
 
-def heldout_retain_slice(spec: str, n: int) -> list:
-    """The last `n` records of a retain spec: a slice the user has, disjoint from the forget set.
+def heldout_retain_slice(pool: str, n: int, trained: Sequence[str] = ()) -> list:
+    """The last `n` records of spec `pool` that no spec in `trained` holds (same question and answer).
 
-    (TOFU evaluates retain metrics on `retain_perturbed`, a separate file; for synthetic data the tail of
-    the retain part is retain people's facts.)"""
+    `trained`: the specs the run trained on (its retain spec, if its RetainStream read one) or forgot; every
+    row of a trained retain spec counts, since the stream cycles through all of them (module docstring)."""
     from ..data.specs import load_records
 
-    if not spec:
+    if not pool:
         raise ValueError("automatic α needs retain data: the run has no retain spec, pass auto_retain=<data spec>")
-    recs = load_records(spec)
-    return recs[-n:]
+    seen = {(r.question, r.answer) for spec in trained if spec for r in load_records(spec)}
+    held = [r for r in load_records(pool) if (r.question, r.answer) not in seen]
+    if not held:
+        raise ValueError(f"automatic α: every record of {pool!r} is one the run trained on or forgot "
+                         f"({', '.join(t for t in trained if t)}): its RetainStream draws from the whole retain set, "
+                         f"so no row of it is held out. Pass auto_retain=<data spec of retain-like rows outside the "
+                         f"run's retain set> (e.g. a JSONL of rows kept out of retain=), or auto=false")
+    return held[-n:]
+
+
+def resolve_checkpoints(run_dir: str | Path, names: Sequence[str]) -> list[str]:
+    """Checkpoint names to search: 'final', 'step-N', or 'all' (every saved step-N, then final)."""
+    names = [n.strip() for n in names if n.strip()] or ["final"]
+    if "all" in names:
+        steps = sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if p.name[5:].isdigit()),
+                       key=lambda p: int(p.name[5:]))
+        names = [p.name for p in steps] + ["final"]
+    bad = [n for n in names if n != "final" and not (n.startswith("step-") and n[5:].isdigit())]
+    if bad:
+        raise ValueError(f"checkpoint={bad[0]!r}: expected final, step-N, a comma list of them, or all")
+    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -149,6 +187,7 @@ class SearchSettings:
     alpha_max: float = 8.0
     precision: str = "fp32"   # scoring precision: fp32 | bf16 | auto (bf16 autocast where fast)
     auto_max_evals: int = 12  # automatic α: utility evaluations at most
+    checkpoints: Sequence[str] = ("final",)  # θ_un candidates: final, step-N, or all
     extra: dict = field(default_factory=dict)
 
 
@@ -178,43 +217,62 @@ def _evaluate(model, tok, fmt, s: SearchSettings, dataset=None) -> dict[str, flo
 
 
 def alpha_search(run_dir: str | Path, settings: SearchSettings | None = None, echo=log.info) -> dict:
-    """Evaluate each α (and the automatic α) for one unlearning run; write the table, json and plot."""
+    """Evaluate each checkpoint × α (and each checkpoint's automatic α); write the table, json and plot."""
     s = settings or SearchSettings()
     if any(a < -1 for a in s.alphas):
         raise ValueError(f"alphas={list(s.alphas)}: α below −1 would reverse the update past θ_ini")
-    inputs = read_unlearn_run(run_dir)
-    fmt = inputs.prompt_format
-    model, tok, base_sd, un_sd = load_pair(inputs)
+    names = resolve_checkpoints(run_dir, s.checkpoints)
+    runs = [read_unlearn_run(run_dir, n) for n in names]  # every name checked before any model is loaded
     dataset = None
     if s.suite == "related":
         from ..data.synthetic import generate_related_knowledge
 
         dataset = generate_related_knowledge(s.related_people, s.related_seed)
-    device = next(model.parameters()).device.type
-    result: dict = {"base_run": str(inputs.run.path), "method": inputs.method, "suite": s.suite,
-                    "precision": resolve_precision(s.precision, device), "points": []}
-    auto: AutoAlphaResult | None = None
+    heldout = None
     if s.auto:
-        recs = heldout_retain_slice(s.auto_retain or inputs.retain, s.auto_n)
-        auto = auto_alpha(retain_utility_fn(model, tok, recs, fmt, base_sd, un_sd, s.batch_size, s.precision),
-                          tolerance=s.tolerance, alpha_max=s.alpha_max, max_evals=s.auto_max_evals)
-        result["auto"] = {**auto.to_json(), "rule": f"largest α with held-out retain probability ≥ "
-                          f"(1 − {s.tolerance})·(its value at α = 0)", "retain_slice": s.auto_retain or inputs.retain,
-                          "n": len(recs)}
-        echo(f"automatic α = {auto.alpha:.3g} ({auto.stopped}; {len(auto.evaluations)} evaluations)")
-    alphas = sorted(set(float(a) for a in s.alphas) | ({auto.alpha} if auto else set()))
-    for a in alphas:
-        set_alpha(model, base_sd, un_sd, a)
-        with autocast(s.precision, device):   # a fresh region per α (see retain_utility_fn)
-            metrics = _evaluate(model, tok, fmt, s, dataset)
-        result["points"].append({"alpha": a, "metrics": metrics, "auto": bool(auto and a == auto.alpha)})
-        echo(f"α = {a:.3g}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6]))
-    set_alpha(model, base_sd, un_sd, 0.0)
-    out = inputs.run.path / "uipe"
+        inputs = runs[0]
+        heldout = heldout_retain_slice(s.auto_retain or inputs.retain, s.auto_n, (inputs.trained_retain, inputs.forget))
+    result: dict = {"base_run": str(runs[0].run.path), "method": runs[0].method, "suite": s.suite,
+                    "checkpoints": names, "points": [], "auto_by_checkpoint": {}}
+    base_sd = None
+    for inputs in runs:
+        model, tok, base_sd, un_sd = load_pair(inputs, base_sd)
+        device = next(model.parameters()).device.type
+        result["precision"] = resolve_precision(s.precision, device)
+        auto = _search_checkpoint(model, tok, base_sd, un_sd, inputs, s, dataset, heldout, result, echo)
+        if auto is not None:
+            result["auto_by_checkpoint"][inputs.checkpoint] = auto
+        del model, un_sd
+    if len(names) == 1 and result["auto_by_checkpoint"]:
+        result["auto"] = result["auto_by_checkpoint"][names[0]]
+    out = runs[0].run.path / "uipe"
     write_json(out / "alpha_search.json", result)
     _write_csv(out / "alpha_search.csv", result["points"])
     plot_tradeoff(result, out / "tradeoff.png")
     return result
+
+
+def _search_checkpoint(model, tok, base_sd, un_sd, inputs: UnlearnRunInputs, s: SearchSettings, dataset,
+                       heldout, result: dict, echo) -> dict | None:
+    """One θ_un: its automatic α on the held-out rows (if any), then every α; appends to result['points']."""
+    fmt, device, name = inputs.prompt_format, next(model.parameters()).device.type, inputs.checkpoint
+    auto: AutoAlphaResult | None = None
+    if heldout is not None:
+        auto = auto_alpha(retain_utility_fn(model, tok, heldout, fmt, base_sd, un_sd, s.batch_size, s.precision),
+                          tolerance=s.tolerance, alpha_max=s.alpha_max, max_evals=s.auto_max_evals)
+        echo(f"{name}: automatic α = {auto.alpha:.3g} ({auto.stopped}; {len(auto.evaluations)} evaluations)")
+    for a in sorted(set(float(a) for a in s.alphas) | ({auto.alpha} if auto else set())):
+        set_alpha(model, base_sd, un_sd, a)
+        with autocast(s.precision, device):   # a fresh region per α (see retain_utility_fn)
+            metrics = _evaluate(model, tok, fmt, s, dataset)
+        result["points"].append({"checkpoint": name, "alpha": a, "metrics": metrics,
+                                 "auto": bool(auto and a == auto.alpha)})
+        echo(f"{name} α = {a:.3g}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:6]))
+    if auto is None:
+        return None
+    return {**auto.to_json(), "rule": f"largest α with held-out retain probability ≥ (1 − {s.tolerance})·(its value "
+            f"at α = 0)", "retain_slice": s.auto_retain or inputs.retain,
+            "excluded": [t for t in (inputs.trained_retain, inputs.forget) if t], "n": len(heldout)}
 
 
 def _write_csv(path: Path, points: list[dict]) -> None:
@@ -222,9 +280,9 @@ def _write_csv(path: Path, points: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["alpha", "auto", *keys])
+        w.writerow(["checkpoint", "alpha", "auto", *keys])
         for p in points:
-            w.writerow([p["alpha"], p["auto"], *[p["metrics"].get(k, "") for k in keys]])
+            w.writerow([p.get("checkpoint", "final"), p["alpha"], p["auto"], *[p["metrics"].get(k, "") for k in keys]])
 
 
 def tradeoff_axes(suite: str) -> tuple[str, str, bool]:
@@ -235,7 +293,7 @@ def tradeoff_axes(suite: str) -> tuple[str, str, bool]:
 
 
 def plot_tradeoff(result: dict, path: Path) -> Path:
-    """Forgetting vs utility, one point per α; the base run (α = 0) and the automatic α marked."""
+    """Forgetting vs utility, one point per α and one line per checkpoint; α = 0 and the automatic α marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,21 +302,29 @@ def plot_tradeoff(result: dict, path: Path) -> Path:
     xk, yk, logy = tradeoff_axes(result["suite"])
     pts = [p for p in result["points"] if xk in p["metrics"] and yk in p["metrics"]]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    xs = [p["metrics"][xk] for p in pts]
     ys = [p["metrics"][yk] for p in pts]
-    ax.plot(xs, ys, "-o", color="tab:blue", zorder=1)
-    for p, x, y in zip(pts, xs, ys):
-        ax.annotate(f"α={p['alpha']:.2g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        if p["alpha"] == 0:
-            ax.scatter([x], [y], s=120, facecolors="none", edgecolors="black", zorder=2, label="base run (α=0)")
-        if p.get("auto"):
-            ax.scatter([x], [y], s=120, marker="*", color="tab:red", zorder=3, label="automatic α")
+    names = list(dict.fromkeys(p.get("checkpoint", "final") for p in pts))
+    for name in names:
+        line = [p for p in pts if p.get("checkpoint", "final") == name]
+        xs_c, ys_c = [p["metrics"][xk] for p in line], [p["metrics"][yk] for p in line]
+        ax.plot(xs_c, ys_c, "-o", zorder=1, label=name if len(names) > 1 else None)
+        for p, x, y in zip(line, xs_c, ys_c):
+            ax.annotate(f"α={p['alpha']:.2g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            if p["alpha"] == 0:
+                ax.scatter([x], [y], s=120, facecolors="none", edgecolors="black", zorder=2, label="_base")
+            if p.get("auto"):
+                ax.scatter([x], [y], s=120, marker="*", color="tab:red", zorder=3, label="_auto")
+    handles, labels = ax.get_legend_handles_labels()
+    rename = {"_base": "base run (α=0)", "_auto": "automatic α"}
+    keep = {}
+    for h, lab in zip(handles, labels):
+        keep.setdefault(rename.get(lab, lab), h)
     if logy and all(y > 0 for y in ys):
         ax.set_yscale("log")
     ax.set_xlabel(xk)
     ax.set_ylabel(yk)
     ax.set_title(f"UIPE α trade-off: {result['method']}")
-    ax.legend(fontsize=8)
+    ax.legend(list(keep.values()), list(keep.keys()), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -267,10 +333,12 @@ def plot_tradeoff(result: dict, path: Path) -> Path:
 
 
 def extrapolate_run(run_dir: str | Path, alpha: float, out_dir: str | Path | None = None, *, select=None,
-                    group_alphas=None, overwrite: bool = False) -> Path:
-    """Write θ_un + α(θ_un − θ_ini) of a run to disk (default `<run>/uipe/alpha-<α>`): streamed, atomic."""
-    inputs = read_unlearn_run(run_dir)
-    out = Path(out_dir) if out_dir else inputs.run.path / "uipe" / f"alpha-{alpha:g}"
+                    group_alphas=None, overwrite: bool = False, checkpoint: str = "final") -> Path:
+    """Write θ_un + α(θ_un − θ_ini) of a run to disk, streamed and atomic; θ_un is the final model or
+    `checkpoints/<checkpoint>`. Default out: `<run>/uipe/alpha-<α>`, or `<run>/uipe/<checkpoint>/alpha-<α>`."""
+    inputs = read_unlearn_run(run_dir, checkpoint)
+    where = inputs.run.path / "uipe" if checkpoint == "final" else inputs.run.path / "uipe" / checkpoint
+    out = Path(out_dir) if out_dir else where / f"alpha-{alpha:g}"
     base = None if inputs.is_adapter else _model_dir(inputs.theta_ini)
     return extrapolate_checkpoint(base, inputs.theta_un, out, alpha, select, group_alphas, overwrite=overwrite)
 
@@ -309,6 +377,8 @@ class ExtrapolateConfig:
     save: str = field(default="none", metadata={"help": "write θ_uipe to <run>/uipe/alpha-<α>: none | auto | <α>"})
     precision: str = field(default="fp32", metadata={"help": "scoring precision: fp32 | bf16 | auto (bf16 autocast where fast)"})
     auto_max_evals: int = field(default=12, metadata={"help": "automatic α: utility evaluations at most"})
+    checkpoint: str = field(default="final", metadata={"help": "θ_un to extrapolate: final (model/, adapter/ or the "
+                            "last step-N), step-N, a comma list (checkpoints × α are searched), or all"})
 
     def settings(self) -> SearchSettings:
         try:
@@ -320,17 +390,23 @@ class ExtrapolateConfig:
                               related_seed=self.related_seed, forget_fraction=self.forget_fraction,
                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, auto=self.auto,
                               auto_retain=self.auto_retain, auto_n=self.auto_n, tolerance=self.tolerance,
-                              alpha_max=self.alpha_max, precision=self.precision, auto_max_evals=self.auto_max_evals)
+                              alpha_max=self.alpha_max, precision=self.precision, auto_max_evals=self.auto_max_evals,
+                              checkpoints=tuple(self.checkpoint.split(",")))
 
 
 def run_extrapolate(cfg: ExtrapolateConfig, echo=print) -> dict:
     if not cfg.run:
         raise ValueError("run=<unlearning run directory> is required")
-    result = alpha_search(cfg.run, cfg.settings(), echo=echo)
+    settings = cfg.settings()
+    names = resolve_checkpoints(cfg.run, settings.checkpoints)
+    if cfg.save != "none" and len(names) > 1:
+        raise ValueError(f"save={cfg.save}: checkpoint={cfg.checkpoint!r} names {len(names)} checkpoints; search "
+                         f"them without save, then rerun with checkpoint=<the chosen step-N> save=...")
+    result = alpha_search(cfg.run, settings, echo=echo)
     if cfg.save != "none":
         alpha = result.get("auto", {}).get("alpha") if cfg.save == "auto" else float(cfg.save)
         if alpha is None:
             raise ValueError("save=auto needs auto=true")
-        result["saved"] = str(extrapolate_run(cfg.run, alpha, overwrite=True))
+        result["saved"] = str(extrapolate_run(cfg.run, alpha, overwrite=True, checkpoint=names[0]))
         echo(f"θ_uipe (α = {alpha:g}) written to {result['saved']}")
     return result
