@@ -75,12 +75,16 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
 
 
 def save_model_atomically(model, tokenizer, out_dir: str | Path) -> Path:
-    """save_pretrained (safetensors, + tokenizer) through `atomic_dir`."""
+    """save_pretrained (safetensors, + tokenizer) through `atomic_dir`, with configs that transformers 4.x
+    loads too (`models.portable`: 5.x-only names are rewritten before the folder appears)."""
+    from .models.portable import make_portable
+
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        make_portable(tmp)
     return out_dir
 
 
