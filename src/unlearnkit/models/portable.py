@@ -52,7 +52,7 @@ def _portable_tokenizer_config(folder: Path):
     return edit
 
 
-def _portable_model_config(cfg: dict) -> bool:
+def portable_model_config(cfg: dict) -> bool:
     """Mirror 5.x-only keys under the names 4.x reads (both versions accept the extra keys)."""
     changed = False
     rope = cfg.get("rope_parameters")
@@ -72,7 +72,7 @@ def make_portable(folder: str | Path) -> None:
     """Rewrite a saved model / tokenizer folder's configs so transformers 4.45 and 5.x both load it."""
     folder = Path(folder)
     _rewrite_json(folder / TOKENIZER_CONFIG, _portable_tokenizer_config(folder))
-    _rewrite_json(folder / MODEL_CONFIG, _portable_model_config)
+    _rewrite_json(folder / MODEL_CONFIG, portable_model_config)
 
 
 def save_tokenizer_atomically(tokenizer, out_dir: str | Path) -> Path:
