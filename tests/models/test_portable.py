@@ -16,7 +16,7 @@ from unlearnkit.runs import open_run, save_model_atomically
 # tokenizer classes transformers 4.45 knows for a tokenizer.json-backed tokenizer (5.x keeps them as names)
 CLASSES_IN_4_45 = {"PreTrainedTokenizerFast", "GPT2TokenizerFast", "LlamaTokenizerFast", "GPT2Tokenizer"}
 TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
-TEXT = "Question: Who wrote the book? Answer: Alia Karo, in 1999."
+TEXT = "Question: Who wrote the book ? Answer: Alia Karo , in 1999 . It's hers ."
 
 
 @pytest.fixture()
@@ -38,6 +38,7 @@ def test_saved_tokenizer_config_names_a_class_both_versions_know(saved):
     assert cfg["tokenizer_class"] in CLASSES_IN_4_45, cfg["tokenizer_class"]
     assert hasattr(transformers, cfg["tokenizer_class"])
     assert cfg["chat_template"] == TEMPLATE  # 4.45 reads the template only from here
+    assert cfg["clean_up_tokenization_spaces"] is False  # 5.x's decoding, pinned for 4.x
     again = AutoTokenizer.from_pretrained(out)
     assert again(TEXT)["input_ids"] == tok(TEXT)["input_ids"]
     assert again.decode(again(TEXT)["input_ids"]) == tok.decode(tok(TEXT)["input_ids"])

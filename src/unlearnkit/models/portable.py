@@ -6,6 +6,8 @@ and 4.x fails loudly on some and silently on others:
 * `tokenizer_config.json` names `tokenizer_class: TokenizersBackend` (5.x's name for a `tokenizer.json`
   tokenizer): 4.x refuses to load it. `PreTrainedTokenizerFast` is the same thing in both (5.x keeps it as
   an alias), so that name is written instead.
+* `clean_up_tokenization_spaces` is left out; 4.x versions before 4.45 default it to True, which changes
+  decoded text ("a ." → "a.") and so ROUGE. It is written as False, 5.x's behaviour.
 * the chat template goes to `chat_template.jinja`, which 4.45 does not read (it would silently format
   prompts without the template); it is also kept in `tokenizer_config.json`, where both read it.
 * `config.json` keeps RoPE settings only under `rope_parameters`; 4.x reads `rope_theta` / `rope_scaling`
@@ -42,6 +44,9 @@ def _portable_tokenizer_config(folder: Path):
         cls = cfg.get("tokenizer_class")
         if cls in V5_ONLY_TOKENIZER_CLASSES:
             cfg["tokenizer_class"] = V5_ONLY_TOKENIZER_CLASSES[cls]
+            changed = True
+        if "clean_up_tokenization_spaces" not in cfg:  # 5.x: False; older 4.x default to True ("a ." → "a.")
+            cfg["clean_up_tokenization_spaces"] = False
             changed = True
         template = folder / CHAT_TEMPLATE_FILE
         if template.is_file() and "chat_template" not in cfg:
