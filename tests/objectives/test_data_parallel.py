@@ -87,3 +87,14 @@ def test_torchrun_two_processes_train_like_one(tmp_path, tiny_tokenizer, method)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=2e-5, msg=lambda m: f"{k}: {m}")
         assert ((b[k] - a[k]).abs() > 1e-6).float().mean() < 1e-3, k
+
+
+def test_global_batch_is_a_no_op_on_one_process_and_needs_a_process_group_beyond():
+    from unlearnkit.objectives.reduce import global_batch, row_mean, token_mean
+
+    values, mask = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]), torch.tensor([[1, 1, 1], [1, 0, 0]])
+    with global_batch(1):
+        assert float(token_mean(values, mask)) == 2.5 and float(row_mean(values[:, 0])) == 2.5
+    with pytest.raises(RuntimeError, match="process group"):
+        with global_batch(2):
+            pass
