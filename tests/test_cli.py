@@ -97,3 +97,55 @@ def test_unlearn_method_alone_trains_its_preset_and_records_it(tmp_path):
     assert preset["overridden"]["grad_accum"] == {"preset": 4, "used": 1}
     logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("retain_loss" in row for row in logged)
+
+
+# -- issue 21.9: bad input files are named errors (exit 2), not tracebacks ------------------------------------
+def _exit2_naming(args, *needles):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    assert "error:" in res.output and "Traceback" not in res.output
+    for n in needles:
+        assert n in res.output, (n, res.output)
+    return res
+
+
+def test_invalid_yaml_in_a_config_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "npo.yaml"
+    bad.write_text("lr: 1e-5\nparams:\n  beta: [0.1\nrun: x\n")
+    _exit2_naming(["unlearn", "-c", str(bad)], f"{bad}:4", "invalid YAML")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"lr: 1e-5\nrun: caf\xe9\n")
+    _exit2_naming(["finetune", "-c", str(latin)], f"{latin}:2", "not UTF-8")
+
+
+def test_invalid_yaml_in_a_sweep_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "sweep.yaml"
+    bad.write_text("command: unlearn\ngrid:\n  lr: [1e-5, 1e-4\n")
+    _exit2_naming(["sweep", str(bad), "--dry-run"], f"{bad}:", "invalid YAML")
+
+
+def test_non_utf8_data_file_names_file_and_line(tmp_path):
+    data = tmp_path / "forget.jsonl"
+    data.write_bytes(b'{"question": "q", "answer": "a"}\n{"question": "caf\xe9?", "answer": "a"}\n')
+    _exit2_naming(["finetune", "model=tiny", f"data={data}", f"run={tmp_path / 'r'}"], f"{data}:2", "not UTF-8")
+
+
+def test_truncated_safetensors_names_the_file(tmp_path, tiny_tokenizer):
+    from unlearnkit.models import tiny_llama
+    from unlearnkit.runs import save_model_atomically
+
+    model = tiny_llama(len(tiny_tokenizer), hidden=32, layers=1, heads=2, intermediate=64)
+    out = save_model_atomically(model, tiny_tokenizer, tmp_path / "model")
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])   # an interrupted copy
+    _exit2_naming(["info", f"model={out}"], str(weights), "truncated or corrupt safetensors")
+    weights.write_bytes(b"\x00garbage" * 4)
+    _exit2_naming(["info", f"model={out}"], str(weights), "truncated or corrupt safetensors")
+
+
+def test_truncated_gguf_names_the_file(tmp_path):
+    import struct
+
+    gguf = tmp_path / "model.gguf"   # header says 5 tensors and 3 metadata keys, then the file ends
+    gguf.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 5, 3, 20) + b"general.arch")
+    _exit2_naming(["info", f"model={gguf}"], str(gguf), "could not read this GGUF file")

@@ -59,3 +59,40 @@ def test_wrong_type_and_empty(tmp_path):
 def test_unknown_split(tofu_dir):
     with pytest.raises(DataError, match="unknown TOFU split 'forget02'"):
         load_tofu("forget02", source=tofu_dir)
+
+
+@pytest.fixture()
+def offline_nowhere(tmp_path, monkeypatch):
+    """No $UNLEARNKIT_TOFU_DIR, no shared/data/tofu above the working directory, and a hub that cannot be reached."""
+    import datasets
+
+    def unreachable(*a, **k):
+        raise ConnectionError("Couldn't reach 'locuslab/TOFU' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.delenv("UNLEARNKIT_TOFU_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    return tmp_path
+
+
+def test_missing_tofu_offline_is_a_data_error_naming_where_it_looked(offline_nowhere):
+    with pytest.raises(DataError) as err:
+        load_tofu("forget01")
+    msg = str(err.value)
+    assert "UNLEARNKIT_TOFU_DIR" in msg and str(offline_nowhere / "shared" / "data" / "tofu") in msg
+    assert "locuslab/TOFU" in msg and "ConnectionError" in msg and "source=" in msg
+
+
+def test_tofu_dir_variable_naming_no_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNKIT_TOFU_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match=r"UNLEARNKIT_TOFU_DIR=.*nowhere.* is not a folder"):
+        load_tofu("forget01")
+
+
+def test_missing_tofu_offline_is_a_cli_error_not_a_traceback(offline_nowhere):
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    res = CliRunner().invoke(app, ["info", "data=tofu:forget01"])
+    assert res.exit_code == 2 and "UNLEARNKIT_TOFU_DIR" in res.output, res.output

@@ -128,3 +128,29 @@ def test_fmt_and_errors(tmp_path):
         build_report([tmp_path])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_report([tmp_path / "nope"])
+
+
+def test_leaderboard_markdown_escapes_hostile_names(tmp_path):
+    """Run, method, setting and suite names cannot inject HTML, links or extra columns (issue 21.10)."""
+    from pathlib import Path
+
+    from unlearnkit.report.collect import RunRecord
+    from unlearnkit.report.tables import markdown
+
+    evil = "<img src=x onerror=alert(1)>|x"
+    runs = [RunRecord(path=Path(tmp_path / f"{evil}[a](javascript:alert(2))"), kind="unlearn",
+                      config={"method": "npo<script>alert(3)</script>", "lr": 1e-5, "params": {"beta": "a|b\nc"}},
+                      inputs={"method": "npo<script>alert(3)</script>\n| injected | row |", "forget": "tofu:forget01"},
+                      metrics={"tofu": {"forget_quality": 0.5}, "s`<b>|": {"m": 1.0}}, status="done"),
+            RunRecord(path=Path(tmp_path / "plain"), kind="unlearn", config={"method": "ga", "lr": 2e-5,
+                                                                              "params": {"beta": "d"}},
+                      metrics={"tofu": {"forget_quality": 0.1}}, status="done")]
+    md = markdown(runs, title="Report <b>bold</b>")
+    assert "<" not in md and ">" not in md.replace("→", "")   # no tag survives anywhere
+    assert not re.search(r"(?<!\\)\]\(javascript", md) and "\\[a\\](javascript" in md   # no live link
+    for title in ("Leaderboard", "Suite", "Runs"):   # every row of every table has its header's columns
+        lines = [l for l in md.split(f"### {title}", 1)[1].split("###", 1)[0].splitlines() if l.startswith("|")]
+        assert len({len(re.split(r"(?<!\\) \| ", l)) for l in lines}) == 1, lines
+    rows = [l for l in md.splitlines() if "onerror" in l and l.startswith("| npo")]
+    assert rows and "&lt;img src=x onerror=alert(1)&gt;\\|x" in rows[0]
+    assert "injected" in rows[0]   # the method's line break stays inside its cell

@@ -69,17 +69,29 @@ def _validate(path: Path, lineno: int, obj: Any) -> QARecord:
     return QARecord.from_json(obj)
 
 
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) of a UTF-8 file (a leading BOM is dropped); bytes that are not UTF-8 raise
+    `DataError` naming the file, the line and the column instead of a `UnicodeDecodeError` traceback."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                                f"{exc.start + 1}); re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object); a malformed line raises `DataError` naming file and line."""
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def read_qa_jsonl(path: str | Path) -> list[QARecord]:

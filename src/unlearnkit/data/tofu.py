@@ -47,19 +47,38 @@ def forget_size(forget_split: str) -> int:
     return N_AUTHORS * pct // 100 * QA_PER_AUTHOR
 
 
-def default_local_dir() -> Path | None:
-    """`$UNLEARNKIT_TOFU_DIR`, else `../shared/data/tofu` next to the working directory, if present."""
-    env = os.environ.get("UNLEARNKIT_TOFU_DIR")
-    if env:
-        return Path(env)
+ENV_DIR = "UNLEARNKIT_TOFU_DIR"
+
+
+def _searched_dirs() -> list[Path]:
+    """The `shared/data/tofu` folders looked for, from the working directory up (and beside each level)."""
+    out = []
     for base in (Path.cwd(), *Path.cwd().parents):
-        cand = base / "shared" / "data" / "tofu"
-        if cand.is_dir():
-            return cand
-        cand = base.parent / "shared" / "data" / "tofu"
-        if cand.is_dir():
-            return cand
-    return None
+        out += [base / "shared" / "data" / "tofu", base.parent / "shared" / "data" / "tofu"]
+    return list(dict.fromkeys(out))
+
+
+def default_local_dir() -> Path | None:
+    """`$UNLEARNKIT_TOFU_DIR`, else `../shared/data/tofu` next to the working directory, if present.
+
+    A set variable that names no folder is an error (it would otherwise be taken for a hub id)."""
+    env = os.environ.get(ENV_DIR)
+    if env:
+        if not Path(env).is_dir():
+            raise DataError(f"${ENV_DIR}={env!r} is not a folder; point it at a folder of TOFU JSON-lines files "
+                            f"(full.json, forget01.json, ...) or unset it")
+        return Path(env)
+    return next((cand for cand in _searched_dirs() if cand.is_dir()), None)
+
+
+def _not_found(split: str, exc: Exception) -> DataError:
+    """The offline failure as a data error: where the loader looked, and how to point it at a folder."""
+    looked = [f"${ENV_DIR} (not set)"] + [str(p) for p in _searched_dirs()[:4]] + ["…(every parent folder)",
+                                                                                  f"the hub dataset {HUB_ID}"]
+    return DataError(f"TOFU split {split!r}: no local TOFU folder found and the hub failed "
+                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Looked in: "
+                     f"{'; '.join(looked)}. Fix: export {ENV_DIR}=/path/to/tofu (a folder of the benchmark's "
+                     f"JSON-lines files, e.g. full.json, forget01.json), or pass tofu:{split},source=/path/to/tofu")
 
 
 def _multiple_choice_to_record(path: Path, lineno: int, obj: dict) -> QARecord:
@@ -95,20 +114,31 @@ def load_tofu(split: str, source: str | os.PathLike | None = None) -> list[QARec
     """
     if split not in BASE_SPLITS:
         raise DataError(f"unknown TOFU split {split!r}; known: {', '.join(BASE_SPLITS)}")
-    if source is None:
+    searched = source is None
+    if searched:
         source = default_local_dir() or HUB_ID
     folder = Path(source)
     if folder.is_dir():
         records = _load_local(split, folder)
     elif str(source) == HUB_ID or "/" in str(source) and not folder.exists():
-        from datasets import load_dataset  # network path, not exercised offline
-
-        rows = load_dataset(str(source), split, split="train")
-        records = records_from_rows(rows, f"{source}:{split}")
+        records = _load_hub(str(source), split, searched)
     else:
         raise DataError(f"TOFU source {source!r} is neither a folder nor a hub dataset id")
     _tag_authors(split, records)
     return records
+
+
+def _load_hub(hub_id: str, split: str, searched: bool) -> list[QARecord]:
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(hub_id, split, split="train")
+    except Exception as exc:  # offline: ConnectionError, OSError, datasets' own errors — all mean "not here"
+        if searched:
+            raise _not_found(split, exc) from exc
+        raise DataError(f"TOFU source {hub_id!r}: loading split {split!r} from the hub failed "
+                        f"({type(exc).__name__}: {exc}); pass a local folder as source=") from exc
+    return records_from_rows(rows, f"{hub_id}:{split}")
 
 
 def _tag_authors(split: str, records: list[QARecord]) -> None:

@@ -5,6 +5,8 @@ unless the caller asks for it.
 """
 from __future__ import annotations
 
+import contextlib
+import struct
 from pathlib import Path
 
 import torch
@@ -29,6 +31,36 @@ def _check_local_dir(path: Path, allow_pickle: bool) -> None:
             f"allow_pickle=True if you trust this checkpoint")
     if not has_safe and not has_pickle:
         raise ModelSpecError(f"{path}: no weights found (expected *.safetensors)")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_safetensors(file: Path) -> None:
+    """Parse the header (safetensors checks that it is valid JSON and that the tensors exactly cover the file),
+    so a truncated or corrupt file is named here instead of failing deep inside `from_pretrained`."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), "pt"):
+            pass
+    except Exception as exc:  # SafetensorError (a Rust-side type), OSError
+        raise ModelSpecError(f"{file}: truncated or corrupt safetensors file ({exc}); re-save or re-download "
+                             f"it (an interrupted copy leaves a short file)") from None
+
+
+@contextlib.contextmanager
+def reading_gguf(file: str | Path | None):
+    """Name the GGUF file when transformers fails to parse it (a truncated download raises `struct.error` or
+    a numpy reshape `ValueError` from deep inside the reader). No pre-check: parsing the tensor table of the
+    135M model takes seconds, so the failure is translated instead."""
+    if file is None:
+        yield
+        return
+    try:
+        yield
+    except (struct.error, ValueError, EOFError, OSError) as exc:
+        raise ModelSpecError(f"{file}: could not read this GGUF file ({type(exc).__name__}: {exc}); if it is "
+                             f"truncated or corrupt (an interrupted download or copy), download it again") from None
 
 
 def strip_gguf_marker(model) -> None:
@@ -56,7 +88,8 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     where, gguf = resolve_model_path(spec)
-    tok = AutoTokenizer.from_pretrained(where, gguf_file=gguf, trust_remote_code=trust_remote_code)
+    with reading_gguf(gguf and Path(where) / gguf):
+        tok = AutoTokenizer.from_pretrained(where, gguf_file=gguf, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -85,7 +118,8 @@ def load_model(spec: str, dtype: torch.dtype | str = torch.float32, allow_pickle
         kwargs["gguf_file"] = gguf
     elif not allow_pickle:
         kwargs["use_safetensors"] = True
-    model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    with reading_gguf(gguf and Path(where) / gguf):
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     if gguf:
         strip_gguf_marker(model)
     tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)

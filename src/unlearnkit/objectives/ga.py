@@ -22,7 +22,7 @@ import torch
 
 from ..logprobs import sequence_logprobs
 from .base import Objective, ObjectiveConfig, hp, register_objective, register_preset
-from .reduce import token_mean
+from .reduce import row_mean, token_mean
 
 REDUCTIONS = ("token_mean", "sequence_sum")
 
@@ -32,7 +32,7 @@ def ga_loss(token_logprobs: torch.Tensor, mask: torch.Tensor, reduction: str = "
     if reduction == "token_mean":
         return token_mean(token_logprobs, mask)
     if reduction == "sequence_sum":
-        return (token_logprobs * mask).sum(-1).mean()
+        return row_mean((token_logprobs * mask).sum(-1))
     raise ValueError(f"reduction={reduction!r}: expected one of {REDUCTIONS}")
 
 

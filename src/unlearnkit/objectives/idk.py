@@ -22,12 +22,13 @@ import torch.nn.functional as F
 
 from ..logprobs import sequence_logprobs
 from .base import Objective, ObjectiveConfig, hp, register_objective
+from .reduce import row_mean
 from .retain import nll_loss
 
 
 def dpo_loss(chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, beta: float) -> torch.Tensor:
     """−(2/β)·mean log σ(β(chosen − rejected)); inputs (B,) log π_θ − log π_ref, sequence-summed."""
-    return -(2.0 / beta) * F.logsigmoid(beta * (chosen_logratio - rejected_logratio)).mean()
+    return -(2.0 / beta) * row_mean(F.logsigmoid(beta * (chosen_logratio - rejected_logratio)))
 
 
 @register_objective("idk_nll")

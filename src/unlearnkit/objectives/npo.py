@@ -27,11 +27,12 @@ import torch.nn.functional as F
 
 from ..logprobs import sequence_logprobs
 from .base import Objective, ObjectiveConfig, hp, register_objective
+from .reduce import row_mean
 
 
 def npo_loss(logp_seq: torch.Tensor, ref_logp_seq: torch.Tensor, beta: float) -> torch.Tensor:
     """−(2/β)·mean log σ(−β(log π_θ − log π_ref)); inputs (B,) sequence-summed log-probs."""
-    return -(2.0 / beta) * F.logsigmoid(-beta * (logp_seq - ref_logp_seq.detach())).mean()
+    return -(2.0 / beta) * row_mean(F.logsigmoid(-beta * (logp_seq - ref_logp_seq.detach())))
 
 
 def npo_weights(logp_seq: torch.Tensor, ref_logp_seq: torch.Tensor, beta: float) -> torch.Tensor:
@@ -41,7 +42,7 @@ def npo_weights(logp_seq: torch.Tensor, ref_logp_seq: torch.Tensor, beta: float)
 
 def simnpo_loss(logp_mean: torch.Tensor, beta: float, delta: float = 0.0) -> torch.Tensor:
     """−(2/β)·mean log σ(−β·logp_mean − βδ); `logp_mean` = log π_θ(y|x)/|y|, shape (B,)."""
-    return -(2.0 / beta) * F.logsigmoid(-beta * logp_mean - beta * delta).mean()
+    return -(2.0 / beta) * row_mean(F.logsigmoid(-beta * logp_mean - beta * delta))
 
 
 @dataclass

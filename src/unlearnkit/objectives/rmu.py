@@ -26,14 +26,14 @@ import torch
 from ..logprobs import IGNORE
 from .base import Objective, ObjectiveConfig, hp, register_objective
 from .reference import block_output
-from .reduce import sequence_mean
+from .reduce import row_mean, sequence_mean
 from .retain import RETAIN_TERMS, RetainTerm
 
 
 def activation_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """mean_b [ Σ_t mask·mean_d (hidden − target)² / Σ_t mask ]; hidden (B,T,H), target broadcastable, mask (B,T)."""
     per_pos = (hidden.float() - target.detach().float()).pow(2).mean(-1)  # (B, T)
-    return sequence_mean(per_pos, mask).mean()
+    return row_mean(sequence_mean(per_pos, mask))
 
 
 def control_vector(hidden_size: int, steering_coeff: float, seed: int = 0) -> torch.Tensor:

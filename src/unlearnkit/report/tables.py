@@ -6,6 +6,7 @@ renders the same object. Missing values are shown as "–".
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -37,9 +38,7 @@ class Table:
     text_columns: int = 1  # the first N columns are left-aligned text, the rest right-aligned numbers
 
     def to_markdown(self) -> str:
-        def cell(s: str) -> str:
-            return str(s).replace("|", "\\|").replace("\n", " ")
-
+        cell = md_escape
         aligns = ["---" if i < self.text_columns else "---:" for i in range(len(self.headers))]
         lines = [f"### {self.title}", ""]
         if self.note:
@@ -47,6 +46,24 @@ class Table:
         lines += ["| " + " | ".join(cell(h) for h in self.headers) + " |", "| " + " | ".join(aligns) + " |"]
         lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
         return "\n".join(lines) + "\n"
+
+
+_MD_PUNCT = re.compile(r"([\\`*\[\]|~])")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_escape(text: Any) -> str:
+    """Text shown as itself in a Markdown table cell or heading, whatever a run, method or setting is named:
+    HTML is entity-escaped (no tag or script survives), Markdown's inline punctuation (links, code, emphasis,
+    strike-through) and the cell separator `|` are backslash-escaped, and line breaks become spaces."""
+    s = "".join(_HTML.get(ch, ch) for ch in str(text))
+    return " ".join(_MD_PUNCT.sub(r"\\\1", s).splitlines())
+
+
+def code_span(text: str) -> str:
+    """`text` as inline code (shown literally, HTML included), or escaped text when it holds a backtick or a
+    line break (which would end the span)."""
+    return f"`{text}`" if text and not re.search(r"[`\r\n]", text) else md_escape(text)
 
 
 def fmt(value: Optional[float], metric: str = "") -> str:
@@ -125,7 +142,7 @@ def suite_tables(records: list[RunRecord]) -> list[Table]:
     tables = []
     for suite in suites:
         names = list(dict.fromkeys(m for r in records for m in r.metrics.get(suite, {})))
-        t = Table(f"Suite `{suite}`: all metrics", ["Method", "Run"] + names, text_columns=2)
+        t = Table(f"Suite {code_span(suite)}: all metrics", ["Method", "Run"] + names, text_columns=2)
         for r in _sorted([r for r in records if suite in r.metrics]):
             t.rows.append([r.method, r.name] + [fmt(r.metric(suite, m), m) for m in names])
         tables.append(t)
@@ -151,4 +168,4 @@ def all_tables(records: list[RunRecord]) -> list[Table]:
 
 def markdown(records: list[RunRecord], title: str = "unlearnkit report") -> str:
     """The whole Markdown report (what `build_report` writes to leaderboard.md)."""
-    return f"# {title}\n\n" + "\n".join(t.to_markdown() for t in all_tables(records))
+    return f"# {md_escape(title)}\n\n" + "\n".join(t.to_markdown() for t in all_tables(records))

@@ -19,6 +19,7 @@ from ..data.records import QARecord
 from ..data.specs import load_records
 from ..models.loading import load_model
 from ..models.lora import LoraSettings, apply_lora
+from ..models.portable import save_tokenizer_atomically
 from ..models.tiny import tiny_llama, train_tokenizer
 from ..runs import RunDir, locked_run, write_json
 from .answer_loss import answer_only_loss, supports_answer_only_loss
@@ -106,7 +107,7 @@ def _tiny(cfg: FinetuneConfig, records: list[QARecord], run: RunDir):
         texts = [f"{cfg.prompt_format.plain_prompt.format(question=r.question)} {r.answer}" for r in records]
         texts += [t for r in records for t in ([r.paraphrased_answer] if r.paraphrased_answer else []) + (r.perturbed_answers or [])]
         tok = train_tokenizer(texts, vocab_size=cfg.tiny_vocab)
-        tok.save_pretrained(tok_dir)
+        save_tokenizer_atomically(tok, tok_dir)  # a kill mid-write must not leave a half tokenizer behind
     heads = max(1, cfg.tiny_hidden // 64)
     model = tiny_llama(len(tok), hidden=cfg.tiny_hidden, layers=cfg.tiny_layers, heads=heads,
                        intermediate=int(cfg.tiny_hidden * 8 / 3) // 8 * 8, seed=cfg.seed,

@@ -47,6 +47,7 @@ from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
 from ..objectives import (RETAIN_TERMS, CachedReference, DisabledAdapterReference, FrozenModelReference, Objective,
                           UnlearnBatch, build_objective)
+from ..objectives.reduce import global_batch
 from ..objectives.reference import block_output
 from ..precision import autocast, resolve_precision
 from ..presets import check_recorded, describe as describe_preset
@@ -165,7 +166,9 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = UnlearnBatch(forget=inputs["forget"], retain=self._next_retain(), idk=inputs.get("idk"))
-        with self.accelerator.autocast():  # also for reference/θ_ini forwards, which accelerate did not wrap
+        # autocast also for reference/θ_ini forwards, which accelerate did not wrap; global_batch: token and row
+        # means over every process's rows, so N processes train the loss of one process with N times the batch
+        with self.accelerator.autocast(), global_batch(self.args.world_size):
             loss, terms = self.objective.loss(model, batch, self.reference)
         self._guard(loss)
         for k, v in terms.items():

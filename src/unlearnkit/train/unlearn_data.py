@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from ..data.collate import QADataset, pad_batch
-from ..data.records import DataError, QARecord
+from ..data.records import DataError, QARecord, text_lines
 from ..data.tofu import default_local_dir
 
 IDK_FILE = "idontknow.jsonl"
@@ -43,7 +43,7 @@ def resolve_idk_path(spec: str) -> Path:
 def load_idk_answers(path: str | Path) -> list[str]:
     """Refusal answers, one per line: plain text, a JSON string, or a JSON object with an `answer`/`text` field."""
     answers = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in text_lines(path):
         line = line.strip()
         if not line:
             continue

@@ -121,7 +121,8 @@ def _lora_from_dir(adapter_dir: Path, out_dir, plan: AlphaPlan, overwrite: bool)
         for k in keys:
             sl = f.get_slice(k)
             entries.append((k, sl.get_dtype(), tuple(sl.get_shape())))
-        with atomic_output_dir(out_dir, overwrite, protect=(adapter_dir,)) as tmp:
+        base = cfg.get("base_model_name_or_path")  # θ_ini (and its run) must survive an overwrite too
+        with atomic_output_dir(out_dir, overwrite, protect=(adapter_dir, base)) as tmp:
             with SafetensorsWriter(tmp / ADAPTER_WEIGHTS, entries, metadata=f.metadata()) as w:
                 for k in keys:
                     t = f.get_tensor(k)

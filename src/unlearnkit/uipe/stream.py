@@ -27,7 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..runs import atomic_dir
+from ..runs import atomic_dir, refuse_overwriting_inputs
 from .plan import AlphaPlan
 from .safetensors_io import TORCH_DTYPES, SafetensorsReader, SafetensorsWriter
 from .tensors import check_matching, extrapolate_tensor
@@ -111,14 +111,15 @@ def copy_side_files(src: Path, dst: Path, skip: set[str] = frozenset()) -> list[
 def atomic_output_dir(out_dir: str | Path, overwrite: bool = False, protect: tuple[Path, ...] = ()):
     """`runs.atomic_dir` for θ_uipe: refuses an input as output and an existing dir unless `overwrite`, and
     fsyncs the side files (the shard writer fsyncs the shards) before the rename."""
+    from ..models.portable import make_portable
+
     out = Path(out_dir).absolute()
-    for p in protect:
-        if p is not None and Path(p).resolve() == out.resolve():
-            raise ValueError(f"out_dir={str(out_dir)!r} is one of the inputs; write θ_uipe to a new directory")
+    refuse_overwriting_inputs(out, protect)  # is / contains / inside an input, or replaces the run it belongs to
     if out.exists() and not overwrite:
         raise FileExistsError(f"out_dir={str(out_dir)!r} already exists; remove it or pass overwrite=True")
     with atomic_dir(out) as tmp:
         yield tmp
+        make_portable(tmp)  # side files copied from a Trainer checkpoint carry 5.x-only tokenizer names
         for f in tmp.iterdir():  # the directory entry is fsynced by the renames; make file data durable
             if f.is_file() and f.suffix != ".safetensors":
                 with open(f, "rb") as fh:
