@@ -9,6 +9,12 @@
     # 3. the table (exit status 1 when an aggregate differs by more than --tol)
     python scripts/compare_open_unlearning.py compare OU_OUT/TOFU_EVAL.json RUN/eval/tofu.json [--tol 1e-4]
 
+A quicker slice (both tools on the first N rows of every set): unlearnkit `limit=N`; open-unlearning the hydra
+override `<path>.hf_args.split='train[:N]'` for each of its 23 dataset paths (print them with
+`src/eval.py experiment=eval/tofu/default model=phi-1_5 --cfg job` and look for `hf_args`). Shorter generations:
+unlearnkit `max_new_tokens=N`; open-unlearning `eval.tofu.metrics.forget_Q_A_ROUGE.generation_args.max_new_tokens=N`
+and `eval.tofu.metrics.model_utility.pre_compute.{retain,ra,wf}_Q_A_ROUGE.generation_args.max_new_tokens=N`.
+
 Row by row: open-unlearning's `value_by_index` against unlearnkit's (min-k scores change sign: open-unlearning
 scores −mean log p, unlearnkit +mean log p, both AUCs read 1 = forget set recognised).
 """
