@@ -99,7 +99,7 @@ def light_tofu_evaluator(tokenizer, oracle_stats=None, forget: str = "forget01",
     if isinstance(oracle_stats, (str, Path)):
         oracle_stats = OracleStats.load(oracle_stats)
     if oracle_stats is not None:  # the KS test compares like with like: the oracle's first `limit` questions
-        oracle_stats = OracleStats(**{**asdict(oracle_stats), "truth_ratios": oracle_stats.truth_ratios[:limit]})
+        oracle_stats = oracle_stats.head(limit)
 
     def evaluate(model):
         return run_tofu(model, tokenizer, forget, oracle_stats, fmt, records=records, batch_size=batch_size,

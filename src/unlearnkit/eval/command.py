@@ -15,7 +15,7 @@ class EvaluateConfig:
     suite: str = field(default="tofu", metadata={"help": "tofu | related"})
     forget: str = field(default="forget01", metadata={"help": "TOFU forget split (forget01/05/10); names the holdout split for MIA"})
     model: Optional[str] = field(default=None, metadata={"help": "model spec to evaluate (default: the run's model/ or newest checkpoint)"})
-    oracle: Optional[str] = field(default=None, metadata={"help": "retain-oracle run dir or oracle_stats.json (forget quality, PrivLeak)"})
+    oracle: Optional[str] = field(default=None, metadata={"help": "retain-oracle run dir, its oracle_stats.json, or open-unlearning's TOFU_EVAL.json of a retain model (forget quality, PrivLeak)"})
     save_oracle_stats: bool = field(default=False, metadata={"help": "this run is the retain oracle: write eval/oracle_stats.json"})
     limit: Optional[int] = field(default=None, metadata={"help": "cap every evaluation set (quick checks)"})
     retain_limit: Optional[int] = field(default=400, metadata={"help": "retain questions (TOFU's default: the first 400)"})

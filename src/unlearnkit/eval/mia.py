@@ -43,25 +43,32 @@ def zlib_scores(mean_lps: Sequence[float], texts: Sequence[str]) -> np.ndarray:
 
 def min_k_scores(token_lps: Sequence[Sequence[float]], k: float = 0.4) -> np.ndarray:
     """Min-k% Prob (Shi et al. 2024, "Detecting Pretraining Data from LLMs"): mean of the k% lowest answer-token
-    log-probs, k% = max(1, floor(n·k)) tokens (open-unlearning's count; its default k = 0.4, the paper's 0.2)."""
+    log-probs, k% = max(1, floor(n·k)) tokens (open-unlearning's count; its default k = 0.4, the paper's 0.2).
+    The tokens are the answer text's (`TokenScores.text_tokens`: no EOS by default; open-unlearning masking drops
+    the last label as it does). A sample with no token scores 0 (open-unlearning's choice)."""
     out = []
     for lp in token_lps:
         lp = np.sort(np.asarray(lp, dtype=np.float64))
-        out.append(lp[: _k_count(len(lp), k)].mean())
+        out.append(lp[: _k_count(len(lp), k)].mean() if lp.size else 0.0)
     return np.asarray(out)
 
 
+#: open-unlearning clamps σ_t² at 1e-6 before the square root (`min_k_plus_plus.py`), i.e. σ_t ≥ 1e-3
+OPEN_UNLEARNING_SIGMA_FLOOR = 1e-3
+
+
 def min_k_plus_plus_scores(token_lps: Sequence[Sequence[float]], mus: Sequence[Sequence[float]],
-                           sigmas: Sequence[Sequence[float]], k: float = 0.4) -> np.ndarray:
+                           sigmas: Sequence[Sequence[float]], k: float = 0.4, sigma_floor: float = 1e-12) -> np.ndarray:
     """Min-k%++ (Zhang et al. 2024, "Min-K%++: Improved Baseline for Detecting Pre-Training Data from LLMs"):
     per token z_t = (log p(x_t|x_<t) − μ_t) / σ_t with μ_t = E_{z∼p(·|x_<t)}[log p(z|x_<t)] and
     σ_t² = E[(log p(z|x_<t))²] − μ_t² over the full vocabulary; score = mean of the k% lowest z_t (same count
-    rule as `min_k_scores`). σ_t is floored at 1e-12 (a one-hot next-token distribution)."""
+    rule and token set as `min_k_scores`). σ_t is floored at `sigma_floor`: 1e-12 by default (only guards a
+    one-hot next-token distribution), `OPEN_UNLEARNING_SIGMA_FLOOR` to reproduce open-unlearning."""
     out = []
     for lp, mu, sd in zip(token_lps, mus, sigmas, strict=True):
-        z = (np.asarray(lp, np.float64) - np.asarray(mu, np.float64)) / np.maximum(np.asarray(sd, np.float64), 1e-12)
-        z = np.sort(z)
-        out.append(z[: _k_count(len(z), k)].mean())
+        sd = np.maximum(np.asarray(sd, np.float64), sigma_floor)
+        z = np.sort((np.asarray(lp, np.float64) - np.asarray(mu, np.float64)) / sd)
+        out.append(z[: _k_count(len(z), k)].mean() if z.size else 0.0)
     return np.asarray(out)
 
 
@@ -79,17 +86,23 @@ def reference_scores(mean_lps: Sequence[float], ref_mean_lps: Sequence[float], m
     raise ValueError(f"mode={mode!r}: expected 'ratio' or 'difference'")
 
 
-def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float], name: str = "mia") -> MetricResult:
+def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float], name: str = "mia",
+            member_index: Sequence[int] | None = None, nonmember_index: Sequence[int] | None = None) -> MetricResult:
     """ROC AUC of membership scores (`sklearn.metrics.roc_auc_score`): members (forget) label 1, non-members
-    (holdout) label 0; ties count ½. `per_item` holds members' then non-members' scores."""
+    (holdout) label 0; ties count ½. `per_item` holds members' scores (keyed by `member_index` when given);
+    non-members' scores go to `extra["holdout_value_by_index"]` (keyed by `nonmember_index`, default 0..n−1).
+    Scores are oriented higher = member: open-unlearning's min-k score is the negative of unlearnkit's."""
     m = np.asarray(member_scores, dtype=np.float64)
     h = np.asarray(nonmember_scores, dtype=np.float64)
     if m.size == 0 or h.size == 0:
         raise ValueError(f"roc_auc({name}): need members and non-members, got {m.size} and {h.size}")
     labels = np.r_[np.ones(m.size), np.zeros(h.size)]
     scores = np.r_[m, h]
+    h_index = range(h.size) if nonmember_index is None else nonmember_index
+    extra = {"n_members": int(m.size), "n_nonmembers": int(h.size),
+             "holdout_value_by_index": {str(i): float(v) for i, v in zip(h_index, h, strict=True)}}
     return MetricResult(float(roc_auc_score(labels, scores)), f"{name}_auc[members=forget,label=1]", int(labels.size),
-                        scores.tolist(), extra={"n_members": int(m.size), "n_nonmembers": int(h.size)})
+                        m.tolist(), extra=extra, index=member_index)
 
 
 def privleak(auc_unlearned: float, auc_oracle: float = 0.5) -> MetricResult:

@@ -24,12 +24,15 @@ FIELDS = ("answer", "paraphrased", "perturbed")
 
 @dataclass
 class TokenScores:
-    """Per answer token of one sequence: log p(label), argmax == label, and (optional) vocab log-prob mean/std."""
+    """Per labelled token of one sequence: log p(label), argmax == label, the label id, and (optional) the vocab
+    log-prob mean/std. `ends_with_eos`: the last label is the EOS the encoder appended (not answer text)."""
 
     logprobs: np.ndarray
     hits: np.ndarray
     mu: np.ndarray | None = None
     sigma: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    ends_with_eos: bool = False
 
     @property
     def n_tokens(self) -> int:
@@ -40,6 +43,27 @@ class TokenScores:
         """Length-normalised log-likelihood (1/|a|) Σ_t log p(a_t): −mean NLL, the TOFU quantity."""
         return float(self.logprobs.mean()) if self.logprobs.size else float("nan")
 
+    def text_tokens(self, masking: str) -> "TokenScores":
+        """The tokens that token-level metrics (exact memorisation, extraction strength, min-k%, min-k%++) see.
+
+        * `masking="exact"`: the answer text's tokens — the appended EOS is dropped, because memorisation
+          (Tirumala et al. 2022), extraction (Carlini et al. 2021; Wang et al. 2025) and pre-training-data
+          detection (Shi et al. 2024; Zhang et al. 2024) are defined on the text, and EOS is not part of it.
+          A truncated answer (no EOS) keeps all its tokens.
+        * `masking="open-unlearning"`: the last labelled token is dropped whatever it is, as open-unlearning's
+          `tokenwise_logprobs` / `tokenwise_vocab_logprobs` do (`[:-1]`, "ignore eos prediction").
+        Sequence-level numbers (probability, truth ratio, loss/zlib attacks) keep every label, EOS included,
+        in both modes (TOFU's and open-unlearning's `evaluate_probability`).
+        """
+        if masking not in ("exact", "open-unlearning"):
+            raise ValueError(f"masking={masking!r}: expected 'exact' or 'open-unlearning'")
+        drop = self.n_tokens > 0 and (masking == "open-unlearning" or self.ends_with_eos)
+        if not drop:
+            return self
+        cut = slice(0, self.n_tokens - 1)
+        opt = [None if a is None else a[cut] for a in (self.mu, self.sigma, self.labels)]
+        return TokenScores(self.logprobs[cut], self.hits[cut], *opt, ends_with_eos=False)
+
 
 @dataclass
 class RecordScores:
@@ -49,11 +73,14 @@ class RecordScores:
 
 
 def encode_feature(tokenizer, question: str, answer: str, fmt: PromptFormat) -> dict:
+    """`input_ids`, `labels`, and `eos_last` (the final label is the EOS `encode_qa` appended, not truncated away)."""
     enc = encode_qa(tokenizer, question, answer, fmt)
     if all(l == IGNORE for l in enc.labels):
         raise ValueError(f"question {question[:60]!r}: no answer token left after truncation to "
                          f"max_length={fmt.max_length}; raise PromptFormat.max_length")
-    return {"input_ids": enc.input_ids, "labels": enc.labels}
+    eos_last = (fmt.add_eos and not enc.truncated and tokenizer.eos_token_id is not None
+                and enc.labels[-1] == tokenizer.eos_token_id)
+    return {"input_ids": enc.input_ids, "labels": enc.labels, "eos_last": bool(eos_last)}
 
 
 def _pack(groups: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -92,6 +119,7 @@ def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int
             sel = outputs.logits[:, :-1][mask].float()  # (N, V): only answer positions
             labels = batch["labels"][:, 1:][mask]
             hits = (sel.argmax(-1) == labels).cpu().numpy()
+            label_ids = labels.cpu().numpy()
             lps = slp.token_logprobs[mask].double().cpu().numpy()
             mu = sigma = None
             if token_stats:
@@ -104,7 +132,8 @@ def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int
             start = 0
             for i, c in zip(idx, counts):
                 s = slice(start, start + c)
-                out[i] = TokenScores(lps[s], hits[s], None if mu is None else mu[s], None if sigma is None else sigma[s])
+                out[i] = TokenScores(lps[s], hits[s], None if mu is None else mu[s], None if sigma is None else sigma[s],
+                                     label_ids[s], bool(features[i].get("eos_last", False)))
                 start += c
     finally:
         if was_training:

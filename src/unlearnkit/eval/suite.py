@@ -1,7 +1,8 @@
 """`evaluate_run`: evaluate a run directory's model and write `<run>/eval/<suite>.json`; `format_summary`.
 
 This is the I/O shell around `tofu.run_tofu` / `related.run_related` (the CLI's `evaluate` command maps onto it).
-The json written is `{"suite", "model", "settings", "metrics": {name: {"value", "definition", "n", ...}}}`.
+The json written is `{"suite", "model", "settings", "metrics": {name: {"value", "definition", "n", ...}}}`;
+per-question metrics also hold `value_by_index` (row index in the dataset -> value).
 """
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def evaluate_run(run_dir: str | Path, suite: str = "tofu", forget: str = "forget
                          `load_model` spec (hub id, local dir, .gguf, "default"); or a loaded model (then pass
                          `tokenizer`).
       tokenizer          a loaded tokenizer, when `model` is a loaded model.
-      oracle_stats       path to an `oracle_stats.json` (or to the oracle's run dir) for forget quality / PrivLeak.
+      oracle_stats       path to an `oracle_stats.json` (or to the oracle's run dir), or open-unlearning's
+                         TOFU_EVAL.json of a retain model, for forget quality / PrivLeak; refused when made with
+                         another masking, template, max_length or precision.
       save_oracle_stats  this run is the retain oracle: skip forget quality, write `eval/oracle_stats.json`.
       fmt                prompt format (default `PromptFormat()`: chat template if the tokenizer has one).
       related_people, related_seed, forget_fraction, related_who
@@ -98,7 +101,7 @@ def _run_suite(run, suite, model, tokenizer, model_name, forget, oracle_stats, s
         settings = result.settings
         if save_oracle_stats:
             stats = result.oracle_stats()
-            stats.meta = {"run": str(run.path), "model": model_name}
+            stats.meta = {"run": str(run.path), "model": model_name, "source": str(run.eval_dir / ORACLE_STATS_FILE)}
             stats.save(run.eval_dir / ORACLE_STATS_FILE)
     else:
         from ..data.synthetic import generate_related_knowledge

@@ -10,13 +10,19 @@ Sets (open-unlearning's forget01 defaults; Maini et al. 2024):
   model_utility = hmean of the nine retain / real-authors / world-facts numbers.
 
 Forget quality needs the retain oracle's per-question forget truth ratios (`OracleStats`), computed once by
-evaluating the oracle and saved as `<oracle run>/eval/oracle_stats.json`.
+evaluating the oracle and saved as `<oracle run>/eval/oracle_stats.json` (or open-unlearning's TOFU_EVAL.json).
+
+Every per-question metric keeps its values keyed by the row's index in its TOFU split (`value_by_index`, as
+open-unlearning writes them); truth ratios keep the raw ratio R, so forget quality can be recomputed.
+
+`masking="open-unlearning"` (with `template="plain"`, fp32) reproduces open-unlearning's numbers: its joint
+tokenisation, its token-level metrics without the last label, its extraction-strength k* range, its min-k%++
+σ floor and its zlib text (the decoded labels). See the README's "Reproducing open-unlearning".
 """
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,55 +33,15 @@ from ..data.records import QARecord
 from ..data.tofu import holdout_split_for, load_tofu
 from . import memorization, mia, tofu_metrics
 from .generation import DEFAULT_MAX_NEW_TOKENS, generate_answers
+from .oracle import COMPARED_SETTINGS, ORACLE_STATS_FILE, OracleStats, OracleStatsMissing, missing_message
 from .result import MetricResult
 from .scoring import RecordScores, score_records
 
-ORACLE_STATS_FILE = "oracle_stats.json"
+__all__ = ["ORACLE_STATS_FILE", "OracleStats", "OracleStatsMissing", "SETS", "TofuResult", "load_tofu_sets",
+           "run_tofu", "evaluate_tofu", "precision_in_effect"]
+
 SETS = ("forget", "retain", "real_authors", "world_facts")
 NORMALIZED_SETS = ("real_authors", "world_facts")
-
-
-class OracleStatsMissing(ValueError):
-    """Forget quality was asked for without the retain oracle's truth ratios."""
-
-
-def _missing_message(forget: str) -> str:
-    return (f"forget quality needs the retain oracle's per-question truth ratios on {forget}, and none were given. "
-            f"Produce them once from the oracle run: `unlearnkit evaluate run=<oracle dir> suite=tofu forget={forget} "
-            f"save_oracle_stats=true` (or `evaluate_run(<oracle dir>, forget={forget!r}, save_oracle_stats=True)`), "
-            f"which writes <oracle dir>/eval/{ORACLE_STATS_FILE}; then pass oracle_stats=<that file>. "
-            "To evaluate without it, pass forget_quality=False.")
-
-
-@dataclass
-class OracleStats:
-    """The retain oracle's numbers that other runs are compared with (saved once, reused)."""
-
-    forget: str
-    truth_ratio_mean: str
-    truth_ratios: list[float]
-    mia_min_k_auc: float | None = None
-    mia_k: float | None = None
-    meta: dict = field(default_factory=dict)
-
-    def save(self, path: str | Path) -> Path:
-        from ..runs import write_json
-
-        path = Path(path)
-        write_json(path, asdict(self))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "OracleStats":
-        path = Path(path)
-        if path.is_dir():
-            cand = [path / "eval" / ORACLE_STATS_FILE, path / ORACLE_STATS_FILE]
-            path = next((c for c in cand if c.is_file()), cand[0])
-        if not path.is_file():
-            raise OracleStatsMissing(f"oracle_stats={str(path)!r}: no such file. " + _missing_message("<forget split>"))
-        data = json.loads(path.read_text())
-        return cls(**{k: data[k] for k in ("forget", "truth_ratio_mean", "truth_ratios")},
-                   mia_min_k_auc=data.get("mia_min_k_auc"), mia_k=data.get("mia_k"), meta=data.get("meta", {}))
 
 
 @dataclass
@@ -92,9 +58,12 @@ class TofuResult:
         if self.forget_ratios is None:
             raise ValueError("this evaluation has no forget-set truth ratios to save as oracle stats")
         auc = self.metrics.get("mia/min_k")
+        tr = self.metrics.get("forget/truth_ratio")
         return OracleStats(forget=self.settings["forget"], truth_ratio_mean=self.settings["truth_ratio_mean"],
                            truth_ratios=[float(r) for r in self.forget_ratios],
-                           mia_min_k_auc=None if auc is None else auc.value, mia_k=self.settings["mia_k"])
+                           mia_min_k_auc=None if auc is None else auc.value, mia_k=self.settings["mia_k"],
+                           index=None if tr is None or tr.index is None else [int(i) for i in tr.index],
+                           settings={k: self.settings[k] for k in COMPARED_SETTINGS})
 
 
 def load_tofu_sets(forget: str = "forget01", retain_limit: int | None = 400, source=None,
@@ -116,7 +85,8 @@ def load_tofu_sets(forget: str = "forget01", retain_limit: int | None = 400, sou
 
 
 def _truth_ratio(name: str, records, scores: list[RecordScores], aggregate: str, mean: str):
-    """(MetricResult, per-question R) or (None, None) with a warning naming the set when it has no perturbed answers."""
+    """(MetricResult, per-question R) or (None, None) with a warning naming the set when it has no perturbed answers.
+    Rows without perturbed answers are skipped; `value_by_index` keeps the others' row indices."""
     keep = [i for i, r in enumerate(records) if r.perturbed_answers]
     if not keep:
         warnings.warn(f"TOFU set {name!r}: no record has perturbed answers, so its truth ratio is skipped "
@@ -128,7 +98,35 @@ def _truth_ratio(name: str, records, scores: list[RecordScores], aggregate: str,
     base = [(scores[i].paraphrased or scores[i].answer).mean_lp for i in keep]
     pert = [[s.mean_lp for s in scores[i].perturbed] for i in keep]
     ratios = tofu_metrics.truth_ratios(base, pert, mean=mean)
-    return tofu_metrics.truth_ratio_score(ratios, aggregate, mean), ratios
+    return tofu_metrics.truth_ratio_score(ratios, aggregate, mean, index=keep), ratios
+
+
+def precision_in_effect(model) -> str:
+    """The precision the model computes in right now: "bf16" under a bf16 autocast on its device, else its
+    parameters' dtype ("fp32", "bf16", "fp16"). Recorded with the results and compared with the oracle's."""
+    import torch
+
+    param = next(model.parameters())
+    device = param.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
+        return "bf16"
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(param.dtype, str(param.dtype))
+
+
+def _check_oracle(oracle_stats: OracleStats | None, settings: dict, need_truth_ratios: bool) -> None:
+    """Refuse oracle statistics that do not fit this evaluation (split, truth-ratio variant, `COMPARED_SETTINGS`)."""
+    forget, mean = settings["forget"], settings["truth_ratio_mean"]
+    if oracle_stats is None:
+        if need_truth_ratios:
+            raise OracleStatsMissing(missing_message(forget))
+        return
+    if oracle_stats.forget.removesuffix("_perturbed") != forget.removesuffix("_perturbed"):
+        raise ValueError(f"oracle_stats were computed on {oracle_stats.forget!r} but forget={forget!r}; "
+                         f"save oracle stats for {forget!r}")
+    if need_truth_ratios and oracle_stats.truth_ratio_mean != mean:
+        raise ValueError(f"oracle_stats use truth_ratio_mean={oracle_stats.truth_ratio_mean!r} but this evaluation "
+                         f"uses {mean!r}; the KS test needs the same variant on both sides")
+    oracle_stats.check_compatible(settings)
 
 
 def run_tofu(model, tokenizer, forget: str = "forget01", oracle_stats: OracleStats | str | Path | None = None,
@@ -136,26 +134,26 @@ def run_tofu(model, tokenizer, forget: str = "forget01", oracle_stats: OracleSta
              sets: Sequence[str] = SETS, retain_limit: int | None = 400, limit: int | None = None, source=None,
              batch_size: int = 32, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, truth_ratio_mean: str = "geometric",
              forget_quality: bool = True, mia_attacks: bool = True, mia_k: float = 0.4, reference_model=None,
-             extraction_variant: str = "paper") -> TofuResult:
+             extraction_variant: str | None = None) -> TofuResult:
     """Evaluate `model` on the TOFU suite; see the module docstring for sets and metrics.
 
-    `records` replaces the loaded sets (keys as in `SETS` plus `holdout`); `limit` caps every set;
-    `forget_quality=True` without `oracle_stats` raises `OracleStatsMissing` saying how to produce them.
+    `records` replaces the loaded sets (keys as in `SETS` plus `holdout`; a row's index is its position there);
+    `limit` caps every set; `forget_quality=True` without `oracle_stats` raises `OracleStatsMissing` saying how
+    to produce them; oracle stats made with other settings (masking, template, max_length, precision) are
+    refused. `extraction_variant` defaults to the masking's ("paper" for exact, "open-unlearning" for it).
     """
     if truth_ratio_mean not in tofu_metrics.TRUTH_RATIO_MEANS:
         raise ValueError(f"truth_ratio_mean={truth_ratio_mean!r}: expected one of {tofu_metrics.TRUTH_RATIO_MEANS}")
     if isinstance(oracle_stats, (str, Path)):
         oracle_stats = OracleStats.load(oracle_stats)
-    if forget_quality and "forget" in sets:
-        if oracle_stats is None:
-            raise OracleStatsMissing(_missing_message(forget))
-        if oracle_stats.forget.removesuffix("_perturbed") != forget.removesuffix("_perturbed"):
-            raise ValueError(f"oracle_stats were computed on {oracle_stats.forget!r} but forget={forget!r}; "
-                             f"save oracle stats for {forget!r}")
-        if oracle_stats.truth_ratio_mean != truth_ratio_mean:
-            raise ValueError(f"oracle_stats use truth_ratio_mean={oracle_stats.truth_ratio_mean!r} but this evaluation "
-                             f"uses {truth_ratio_mean!r}; the KS test needs the same variant on both sides")
     fmt = fmt or PromptFormat()
+    extraction_variant = extraction_variant or ("open-unlearning" if fmt.masking == "open-unlearning" else "paper")
+    settings = dict(forget=forget, sets=list(sets), retain_limit=retain_limit, limit=limit, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, truth_ratio_mean=truth_ratio_mean, mia_k=mia_k,
+                    extraction_variant=extraction_variant, masking=fmt.masking,
+                    template="chat" if fmt.uses_chat(tokenizer) else "plain", max_length=fmt.max_length,
+                    precision=precision_in_effect(model))
+    _check_oracle(oracle_stats, settings, forget_quality and "forget" in sets)
     if records is None:
         records = load_tofu_sets(forget, retain_limit, source, sets, with_holdout=mia_attacks, limit=limit)
     needed = list(sets) + (["holdout"] if mia_attacks else [])
@@ -163,35 +161,14 @@ def run_tofu(model, tokenizer, forget: str = "forget01", oracle_stats: OracleSta
     if missing:
         raise ValueError(f"records: missing set(s) {missing} (have {sorted(records)}); pass them, drop them from "
                          "`sets`, or set mia_attacks=False when there is no holdout set")
-    settings = dict(forget=forget, sets=list(sets), retain_limit=retain_limit, limit=limit, batch_size=batch_size,
-                    max_new_tokens=max_new_tokens, truth_ratio_mean=truth_ratio_mean, mia_k=mia_k,
-                    extraction_variant=extraction_variant, masking=fmt.masking, template=fmt.template)
     metrics: dict[str, MetricResult] = {}
     generations: dict[str, list[str]] = {}
-    forget_ratios = None
-    forget_scores = None
+    forget_ratios = forget_scores = None
     for name in sets:
-        recs = records[name]
-        if not recs:
-            raise ValueError(f"TOFU set {name!r} is empty")
-        is_forget = name == "forget"
-        scores = score_records(model, tokenizer, recs, fmt, batch_size=batch_size, token_stats=is_forget and mia_attacks)
-        gens = generate_answers(model, tokenizer, [r.question for r in recs], fmt, max_new_tokens, batch_size)
-        generations[name] = gens
-        if name in NORMALIZED_SETS and all(r.perturbed_answers for r in recs):
-            metrics[f"{name}/probability"] = tofu_metrics.normalized_probability(
-                [s.answer.mean_lp for s in scores], [[p.mean_lp for p in s.perturbed] for s in scores])
-        else:
-            metrics[f"{name}/probability"] = tofu_metrics.probability([s.answer.mean_lp for s in scores])
-        metrics[f"{name}/rouge_l_recall"] = tofu_metrics.rouge_l_recall(gens, [r.answer for r in recs])
-        tr, ratios = _truth_ratio(name, recs, scores, "forget" if is_forget else "retain", truth_ratio_mean)
-        if tr is not None:
-            metrics[f"{name}/truth_ratio"] = tr
-        if is_forget:
+        scores, ratios = _score_set(model, tokenizer, name, records[name], fmt, settings, metrics, generations,
+                                    token_stats=name == "forget" and mia_attacks)
+        if name == "forget":
             forget_scores, forget_ratios = scores, ratios
-            hits = [s.answer.hits for s in scores]
-            metrics["forget/exact_memorization"] = memorization.exact_memorization(hits)
-            metrics["forget/extraction_strength"] = memorization.extraction_strength(hits, extraction_variant)
             if forget_quality and ratios is not None:
                 metrics["forget_quality"] = tofu_metrics.forget_quality(ratios, oracle_stats.truth_ratios)
     parts = {k: metrics[k].value for k in tofu_metrics.MODEL_UTILITY_PARTS if k in metrics}
@@ -208,28 +185,76 @@ def run_tofu(model, tokenizer, forget: str = "forget01", oracle_stats: OracleSta
     return TofuResult(metrics, forget_ratios, generations, settings)
 
 
+def _score_set(model, tokenizer, name, recs, fmt, settings, metrics, generations, token_stats):
+    """Score and generate one set once; add its metrics (per-item values keyed by row index) to `metrics`.
+    Returns (its RecordScores, its per-question truth ratios or None)."""
+    if not recs:
+        raise ValueError(f"TOFU set {name!r} is empty")
+    bs = settings["batch_size"]
+    rows = list(range(len(recs)))
+    scores = score_records(model, tokenizer, recs, fmt, batch_size=bs, token_stats=token_stats)
+    gens = generate_answers(model, tokenizer, [r.question for r in recs], fmt, settings["max_new_tokens"], bs)
+    generations[name] = gens
+    if name in NORMALIZED_SETS and all(r.perturbed_answers for r in recs):
+        prob = tofu_metrics.normalized_probability([s.answer.mean_lp for s in scores],
+                                                   [[p.mean_lp for p in s.perturbed] for s in scores])
+    else:
+        prob = tofu_metrics.probability([s.answer.mean_lp for s in scores])
+    metrics[f"{name}/probability"] = replace(prob, index=rows)
+    metrics[f"{name}/rouge_l_recall"] = replace(tofu_metrics.rouge_l_recall(gens, [r.answer for r in recs]), index=rows)
+    is_forget = name == "forget"
+    tr, ratios = _truth_ratio(name, recs, scores, "forget" if is_forget else "retain", settings["truth_ratio_mean"])
+    if tr is not None:
+        metrics[f"{name}/truth_ratio"] = tr
+    if is_forget:
+        hits = [s.answer.text_tokens(fmt.masking).hits for s in scores]
+        metrics["forget/exact_memorization"] = replace(memorization.exact_memorization(hits), index=rows)
+        metrics["forget/extraction_strength"] = replace(
+            memorization.extraction_strength(hits, settings["extraction_variant"]), index=rows)
+    return scores, ratios
+
+
 def _mia(model, tokenizer, forget_recs, forget_scores, holdout_recs, fmt, batch_size, k, reference_model, oracle_stats):
+    """Membership-inference AUCs (forget = members, holdout = non-members) and PrivLeak against the oracle's AUC.
+
+    Loss and zlib use the whole answer likelihood (EOS included, as `evaluate_probability` does in both tools);
+    min-k% and min-k%++ use `TokenScores.text_tokens(masking)`. Under open-unlearning masking the zlib text is
+    the decoded labels (its `extract_target_texts_from_processed_data`), min-k%++ floors σ² at 1e-6 and the
+    reference attack is its calibrated difference; otherwise the text is the answer and the reference a ratio."""
+    ou = fmt.masking == "open-unlearning"
     hold = score_records(model, tokenizer, holdout_recs, fmt, fields=("answer",), batch_size=batch_size, token_stats=True)
     f_ans = [s.answer for s in forget_scores]
     h_ans = [s.answer for s in hold]
+    floor = mia.OPEN_UNLEARNING_SIGMA_FLOOR if ou else 1e-12
+
+    def texts(answers, recs):
+        if ou:
+            return [tokenizer.decode(a.labels.tolist(), skip_special_tokens=True) for a in answers]
+        return [r.answer for r in recs]
 
     def both(fn):
-        return fn(f_ans, [r.answer for r in forget_recs]), fn(h_ans, [r.answer for r in holdout_recs])
+        return fn(f_ans, texts(f_ans, forget_recs)), fn(h_ans, texts(h_ans, holdout_recs))
+
+    def text_tokens(answers):
+        return [a.text_tokens(fmt.masking) for a in answers]
 
     attacks = {
         "loss": lambda a, t: mia.loss_scores([s.mean_lp for s in a]),
         "zlib": lambda a, t: mia.zlib_scores([s.mean_lp for s in a], t),
-        "min_k": lambda a, t: mia.min_k_scores([s.logprobs for s in a], k),
-        "min_k_plus_plus": lambda a, t: mia.min_k_plus_plus_scores([s.logprobs for s in a], [s.mu for s in a],
-                                                                   [s.sigma for s in a], k),
+        "min_k": lambda a, t: mia.min_k_scores([s.logprobs for s in text_tokens(a)], k),
+        "min_k_plus_plus": lambda a, t: mia.min_k_plus_plus_scores(
+            *zip(*[(s.logprobs, s.mu, s.sigma) for s in text_tokens(a)]), k=k, sigma_floor=floor),
     }
-    out = {f"mia/{name}": mia.roc_auc(*both(fn), name=name) for name, fn in attacks.items()}
+    rows = dict(member_index=list(range(len(f_ans))), nonmember_index=list(range(len(h_ans))))
+    out = {f"mia/{name}": mia.roc_auc(*both(fn), name=name, **rows) for name, fn in attacks.items()}
     if reference_model is not None:
         ref_f = score_records(reference_model, tokenizer, forget_recs, fmt, fields=("answer",), batch_size=batch_size)
         ref_h = score_records(reference_model, tokenizer, holdout_recs, fmt, fields=("answer",), batch_size=batch_size)
+        mode = "difference" if ou else "ratio"
         out["mia/reference"] = mia.roc_auc(
-            mia.reference_scores([s.mean_lp for s in f_ans], [s.answer.mean_lp for s in ref_f]),
-            mia.reference_scores([s.mean_lp for s in h_ans], [s.answer.mean_lp for s in ref_h]), name="reference")
+            mia.reference_scores([s.mean_lp for s in f_ans], [s.answer.mean_lp for s in ref_f], mode),
+            mia.reference_scores([s.mean_lp for s in h_ans], [s.answer.mean_lp for s in ref_h], mode),
+            name=f"reference[{mode}]", **rows)
     ref_auc = None if oracle_stats is None else oracle_stats.mia_min_k_auc
     if ref_auc is None:
         warnings.warn("privleak: no oracle min-k AUC in oracle_stats; using the reference AUC 0.5 "

@@ -97,23 +97,27 @@ def truth_ratios(para_mean_lps: Sequence[float], perturbed_mean_lps: Sequence[Se
     return out
 
 
-def truth_ratio_score(ratios: Sequence[float], aggregate: str, mean: str = "geometric") -> MetricResult:
+def truth_ratio_score(ratios: Sequence[float], aggregate: str, mean: str = "geometric",
+                      index: Sequence[int] | None = None) -> MetricResult:
     """Aggregate per-question truth ratios R into TOFU's reported number.
 
     * `aggregate="forget"`: mean(min(R, 1/R)) — open-unlearning `closer_to_1_better`; TOFU code on forget sets.
     * `aggregate="retain"` (retain, real authors, world facts): mean(max(0, 1 − R)) — `true_better`; TOFU code.
-    `mean` only names the variant that produced `ratios` (see `truth_ratios`).
+    `mean` only names the variant that produced `ratios` (see `truth_ratios`). The per-item values are the
+    raw ratios R themselves (open-unlearning's `value_by_index` scores), keyed by `index` when given, so that
+    forget quality and either aggregate can be recomputed from the saved results.
     """
     r = np.asarray(ratios, dtype=np.float64)
     if aggregate == "forget":
         vals = np.minimum(r, 1.0 / r)
-        name = f"truth_ratio_forget[{mean}]: mean(min(R,1/R))"
+        name = f"truth_ratio_forget[{mean}]: mean(min(R,1/R)), per item R"
     elif aggregate == "retain":
         vals = np.maximum(0.0, 1.0 - r)
-        name = f"truth_ratio_retain[{mean}]: mean(max(0,1-R))"
+        name = f"truth_ratio_retain[{mean}]: mean(max(0,1-R)), per item R"
     else:
         raise ValueError(f"aggregate={aggregate!r}: expected 'forget' or 'retain'")
-    return MetricResult(float(vals.mean()), name, len(vals), vals.tolist(), extra={"mean_raw_ratio": float(r.mean())})
+    return MetricResult(float(vals.mean()), name, len(vals), r.tolist(), extra={"mean_raw_ratio": float(r.mean())},
+                        index=None if index is None else list(index))
 
 
 def forget_quality(unlearned_ratios: Sequence[float], oracle_ratios: Sequence[float]) -> MetricResult:
