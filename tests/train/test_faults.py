@@ -234,3 +234,21 @@ def test_finetune_rerun_with_other_settings_is_refused(tmp_path):
     assert finetune(FinetuneConfig(**base)) == first
     with pytest.raises(RunMismatchError, match=r"lr: 0\.0001 → 0\.001"):
         finetune(FinetuneConfig(**{**base, "lr": 1e-3}))
+
+
+def test_promoted_checkpoint_carries_portable_configs(tmp_path):
+    """A Trainer checkpoint is rewritten like a saved model: transformers 4.x cannot load `TokenizersBackend`
+    and reads `rope_theta` only at the top of config.json."""
+    import json
+
+    from unlearnkit.train.checkpoints import promote
+
+    staged = tmp_path / "staging"
+    staged.mkdir()
+    (staged / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TokenizersBackend"}))
+    (staged / "config.json").write_text(json.dumps({"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}))
+    (tmp_path / "checkpoints").mkdir()
+    final = promote(staged, tmp_path / "checkpoints", 3)
+    assert final.name == "step-3" and not staged.exists()
+    assert json.loads((final / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert json.loads((final / "config.json").read_text())["rope_theta"] == 100000.0

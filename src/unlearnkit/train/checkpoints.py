@@ -37,7 +37,11 @@ def clean_staging(checkpoints_dir: str | Path) -> None:
 
 
 def promote(staged: Path, checkpoints_dir: Path, step: int) -> Path:
-    """Move a fully written staged checkpoint into place as `step-N` (atomic rename)."""
+    """Move a fully written staged checkpoint into place as `step-N` (atomic rename). Its configs are made
+    portable first (`models.portable`), so a checkpoint loads in transformers 4.x as the final model does."""
+    from ..models.portable import make_portable
+
+    make_portable(staged)
     final = Path(checkpoints_dir) / f"step-{step}"
     if final.exists():
         shutil.rmtree(final)
