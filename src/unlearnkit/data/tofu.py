@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+from .locate import shared_data_dir
 from .records import DataError, QARecord, read_qa_jsonl, records_from_rows
 
 HUB_ID = "locuslab/TOFU"
@@ -49,17 +50,7 @@ def forget_size(forget_split: str) -> int:
 
 def default_local_dir() -> Path | None:
     """`$UNLEARNKIT_TOFU_DIR`, else `../shared/data/tofu` next to the working directory, if present."""
-    env = os.environ.get("UNLEARNKIT_TOFU_DIR")
-    if env:
-        return Path(env)
-    for base in (Path.cwd(), *Path.cwd().parents):
-        cand = base / "shared" / "data" / "tofu"
-        if cand.is_dir():
-            return cand
-        cand = base.parent / "shared" / "data" / "tofu"
-        if cand.is_dir():
-            return cand
-    return None
+    return shared_data_dir("UNLEARNKIT_TOFU_DIR", "tofu")
 
 
 def _multiple_choice_to_record(path: Path, lineno: int, obj: dict) -> QARecord:
