@@ -82,3 +82,26 @@ def test_open_unlearning_variant_references_and_dropped_label(tiny_model, tiny_t
     # token metrics drop the last label token: exact memorisation per item over n−1 hits
     assert ou.metrics["forget/extraction_strength"].definition.startswith("extraction_strength[open-unlearning]")
     assert exact.metrics["forget/extraction_strength"].definition.startswith("extraction_strength[paper]")
+
+
+def test_completion_features_by_hand(tiny_tokenizer):
+    from unlearnkit.data.collate import IGNORE
+    from unlearnkit.eval.muse import _completion_feature, _drop_last
+    from unlearnkit.eval.scoring import TokenScores
+
+    tok = tiny_tokenizer
+    p = tok("Alice was", add_special_tokens=True)["input_ids"]
+    c = tok(" born in Paris", add_special_tokens=False)["input_ids"]
+    f = _completion_feature(tok, "Alice was", "born in Paris", ou=False)
+    assert f["input_ids"] == p + c and f["labels"] == [IGNORE] * len(p) + c
+    joint = tok("Alice was born in Paris")["input_ids"]
+    g = _completion_feature(tok, "Alice was", "born in Paris", ou=True)
+    assert g["input_ids"] == joint and g["labels"] == [IGNORE] * len(p) + joint[len(p):]
+    # a text without prefix (PrivLeak): the first token is context only, every other token a label
+    t = tok("Alice was born", add_special_tokens=True)["input_ids"]
+    assert _completion_feature(tok, "", "Alice was born", ou=False)["labels"] == [IGNORE] + t[1:]
+    # open-unlearning's token metrics drop the last label token
+    import numpy as np
+
+    s = _drop_last(TokenScores(np.array([-1.0, -2.0, -3.0]), np.array([True, False, True])))
+    assert s.logprobs.tolist() == [-1.0, -2.0] and s.hits.tolist() == [True, False]
