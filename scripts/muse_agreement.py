@@ -82,7 +82,7 @@ def run_open_unlearning(model_dir: Path, out: Path, ou_home: Path) -> dict:
     cmd = [str(ou_home / "venv/bin/python"), "src/eval.py", "experiment=eval/muse/default",
            f"model.model_args.pretrained_model_name_or_path={model_dir}",
            f"model.tokenizer_args.pretrained_model_name_or_path={model_dir}", "model.model_args.device_map=cpu",
-           "model.model_args.attn_implementation=sdpa", "+model.model_args.torch_dtype=float32",
+           "model.model_args.attn_implementation=sdpa", "model.model_args.torch_dtype=float32",
            "eval.muse.overwrite=true", "task_name=muse_agreement", f"paths.output_dir={out / 'ou'}", *extra]
     t0 = time.time()
     subprocess.run(cmd, cwd=ou_home / "open-unlearning", env=env, check=True)
@@ -108,6 +108,9 @@ def run_unlearnkit(model_dir: Path, out: Path, muse_dir: Path, masking: str) -> 
 
 
 def _per_item(ou_metric: dict, key: str) -> list[float] | None:
+    if "forget" in ou_metric and "holdout" in ou_metric:  # an MIA: its score is −(ours), members first
+        return [-v["score"] for part in ("forget", "holdout")
+                for _, v in sorted(ou_metric[part]["value_by_index"].items(), key=lambda kv: int(kv[0]))]
     by_index = ou_metric.get("value_by_index")
     if not by_index or key is None:
         return None
@@ -121,7 +124,7 @@ def compare(ou: dict, uk: dict) -> list[tuple]:
             rows.append((ou_name, uk_name, None, None, None, None))
             continue
         a, b = ou[ou_name]["agg_value"], uk["metrics"][uk_name]["value"]
-        items_a = _per_item(ou[ou_name], PER_ITEM_KEY.get(ou_name))
+        items_a = _per_item(ou[ou_name], PER_ITEM_KEY.get(ou_name, "score"))
         items_b = uk["metrics"][uk_name].get("per_item")
         item_diff = (max(abs(x - y) for x, y in zip(items_a, items_b))
                      if items_a is not None and items_b is not None and len(items_a) == len(items_b) else None)

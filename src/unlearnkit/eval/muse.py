@@ -12,12 +12,13 @@ Sets of one corpus (`data.muse`; News by default), as open-unlearning's `eval/mu
 Two variants, chosen by `PromptFormat.masking` as for TOFU:
 * `exact` (default): the true continuation / answer strings are the references, and token metrics use every
   label token.
-* `open-unlearning`: its numbers to the last digit, bugs included, for side-by-side comparison. References are
-  the decoded label tokens of the joint tokenisation (`tok(prompt + " " + gt)[len(tok(prompt)):]`; for KnowMem
-  `tok(prompt + answer)[len(tok(prompt)):]`, which loses a first answer token merged with the prompt's trailing
-  space — a BPE tokenizer can then score a perfect answer 0); the last label token is dropped from min-k%,
-  extraction strength and exact memorisation (`tokenwise_logprobs` drops it as an EOS); KnowMem prompts are
-  truncated to 512 tokens; generation batches keep the data order (8 for VerbMem, 16 for KnowMem).
+* `open-unlearning`: its numbers to the last digit, for side-by-side comparison. References are decoded from
+  tokens: VerbMem's from the label tokens of the joint tokenisation `tok(prompt + " " + gt)[len(tok(prompt)):]`
+  (first 2048), KnowMem's as `decode(tok(prompt + answer)[:512])` with `decode(tok(prompt)[:512])` cut out;
+  both with transformers 4.45's `clean_up_tokenization` (" ." → ".", ...) applied to references and
+  generations. The last label token is dropped from min-k%, extraction strength and exact memorisation
+  (`tokenwise_logprobs` drops it as an EOS, though these texts have none); KnowMem prompts are truncated to
+  512 tokens; generation batches keep the data order (8 for VerbMem, 16 for KnowMem).
 """
 from __future__ import annotations
 
@@ -149,9 +150,10 @@ def _knowmem(model, tokenizer, recs, icl, fmt, batch_size, new_tokens, name) -> 
                             sort_by_length=not ou, stops=muse_metrics.KNOWMEM_STOPS, clean_up_tokenization_spaces=False)
     gens = [muse_metrics.cut_at_stops(_decoded(tokenizer, t, ou)) for t in raw]
     refs = [r.answer for r in recs]
-    if ou:  # the decoded label tokens of the joint tokenisation (see the module docstring)
+    if ou:  # the decoded prompt + answer with the decoded prompt cut out (see the module docstring)
         fulls = [_ids(tokenizer, t + r.answer)[:KNOWMEM_MAX_TOKENS] for t, r in zip(texts, recs)]
-        refs = [_label_text(tokenizer, {"labels": f[len(p):]}) for p, f in zip(prompts, fulls)]
+        refs = [_label_text(tokenizer, {"labels": f}).replace(_label_text(tokenizer, {"labels": p}), "").strip()
+                for p, f in zip(prompts, fulls)]
     return muse_metrics.rouge_l_f1(gens, refs, name), gens, refs
 
 
