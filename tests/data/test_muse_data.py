@@ -109,6 +109,11 @@ def test_muse_spec_reads_a_local_folder(muse_folder, monkeypatch):
     assert (qa[0].question, qa[0].answer) == ("Who?", "Alice") and not is_document_set(qa)
     vm = muse_data.load_muse("news", "verbmem", "forget")
     assert (vm[0].question, vm[0].answer) == ("Alice Smith was", "born in Paris.")
+    # several splits joined with "+", `limit` per part
+    both = load_records("muse:news/raw/forget+raw/forget,limit=2")
+    assert [r.answer for r in both] == DOCS[:2] * 2
+    with pytest.raises(DataError, match="mixes document and question/answer"):
+        load_records("muse:news/raw/forget+knowmem/forget_qa")
     # source= beats the environment
     monkeypatch.setenv("UNLEARNKIT_MUSE_DIR", "/nonexistent")
     assert len(load_records(f"muse:news/raw/forget,source={muse_folder},limit=2")) == 2
@@ -200,3 +205,18 @@ def test_unlearn_runs_on_a_document_spec(tiny_tokenizer, tmp_path):
                                     grad_accum=1, lr=1e-3, precision="fp32", warmup=0.0, max_length=8,
                                     template="plain"))
     assert summary and (tmp_path / "run" / "log.jsonl").is_file()
+
+
+def test_muse_presets_plan_and_their_data_load():
+    from unlearnkit.experiments.sweep import load_sweep, plan
+
+    repo = Path(__file__).resolve().parents[2]
+    fine = plan(load_sweep(repo / "configs/experiments/muse_finetune.yaml"))
+    unl = plan(load_sweep(repo / "configs/experiments/muse_unlearn.yaml"))
+    assert [r.settings["data"].split(",")[0] for r in fine] == ["muse:news/raw/forget+privleak/retain",
+                                                                 "muse:news/privleak/retain"]
+    assert {r.config["method"] for r in unl} == {"ga", "grad_diff", "npo", "simnpo", "rmu"}
+    if not (SHARED_MUSE / "news").is_dir():
+        pytest.skip("../shared/data/muse not present")
+    forget = load_records(unl[0].config["forget"])
+    assert len(forget) == 100 and is_document_set(forget)

@@ -99,19 +99,26 @@ def load_muse(corpus: str, config: str, split: str, source: str | os.PathLike | 
     return documents_from_rows(rows, name)
 
 
-def parse_muse_spec(text: str) -> tuple[str, str, str]:
-    """`news/raw/forget` → ("news", "raw", "forget")."""
-    parts = text.strip("/").split("/")
-    if len(parts) != 3 or not all(parts):
-        raise DataError(f"MUSE data spec {text!r}: expected muse:<corpus>/<config>/<split>, e.g. muse:news/raw/forget")
-    return parts[0], parts[1], parts[2]
+def parse_muse_spec(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """`news/raw/forget` → ("news", [("raw", "forget")]); `news/raw/forget+privleak/retain` → two parts."""
+    corpus, _, rest = text.strip("/").partition("/")
+    parts = [tuple(p.split("/")) for p in rest.split("+")] if rest else []
+    if not corpus or not parts or any(len(p) != 2 or not all(p) for p in parts):
+        raise DataError(f"MUSE data spec {text!r}: expected muse:<corpus>/<config>/<split>, e.g. muse:news/raw/forget "
+                        "(several joined with '+': muse:news/raw/forget+raw/retain1)")
+    return corpus, parts  # type: ignore[return-value]
 
 
 def muse_from_spec(where: str, opts: dict[str, str]) -> list[QARecord]:
-    """Records of a `muse:<corpus>/<config>/<split>[,source=...][,limit=N]` data spec."""
+    """Records of a `muse:<corpus>/<config>/<split>[+<config>/<split>...][,source=...][,limit=N]` data spec;
+    `limit` keeps the first N rows of each part (a shortened corpus)."""
     unknown = set(opts) - {"source", "limit"}
     if unknown:
         raise DataError(f"muse:{where}: unknown option(s) {sorted(unknown)}; known: source, limit")
     limit = parse_limit(f"muse:{where}", opts.get("limit"))
-    return load_muse(*parse_muse_spec(where or ""), source=opts.get("source"), limit=limit)
-
+    corpus, parts = parse_muse_spec(where or "")
+    records = [r for config, split in parts
+               for r in load_muse(corpus, config, split, source=opts.get("source"), limit=limit)]
+    if len({"document" if r.tags.get("document") else "qa" for r in records}) > 1:
+        raise DataError(f"muse:{where}: mixes document and question/answer splits; use one kind per spec")
+    return records

@@ -3,7 +3,8 @@
     tofu:forget01                          a TOFU split (local folder or hub, see `load_tofu`)
     synthetic:train,people=50,seed=0       synthetic related-knowledge data (parts below)
     path/to/file.jsonl                     QA records in JSON lines
-    muse:news/raw/forget[,limit=N]         a MUSE split (`load_muse`): text configs are documents
+    muse:news/raw/forget[,limit=N]         a MUSE split (`load_muse`): text configs are documents;
+                                           `+` joins splits: muse:news/raw/forget+raw/retain1
     docs:path/to/corpus.jsonl[,limit=N]    documents: `{"text"}` JSON lines, or any other file as one text
 
 Documents are trained on as `max_length`-token windows of the EOS-joined corpus (see `documents`).
