@@ -95,12 +95,13 @@ def run_unlearnkit(model_dir: Path, out: Path, muse_dir: Path, masking: str) -> 
     if res.is_file():
         return json.loads(res.read_text())
     from unlearnkit.data.collate import PromptFormat
-    from unlearnkit.eval.muse import run_muse
+    from unlearnkit.eval.muse import load_muse_sets, run_muse
     from unlearnkit.models import load_model
 
     model, tok = load_model(str(model_dir))
     t0 = time.time()
-    result = run_muse(model.eval(), tok, "news", fmt=PromptFormat(template="plain", masking=masking), source=muse_dir)
+    sets = load_muse_sets("news", source=muse_dir)
+    result = run_muse(model.eval(), tok, sets, fmt=PromptFormat(template="plain", masking=masking))
     print(f"[agreement] unlearnkit MUSE suite ({masking}): {time.time() - t0:.0f} s", flush=True)
     data = {"metrics": result.to_json(), "generations": result.generations, "references": result.references}
     res.write_text(json.dumps(data))

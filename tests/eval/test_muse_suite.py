@@ -54,15 +54,15 @@ def test_suite_writes_muse_json_and_oracle_privleak(tmp_path, tiny_model, tiny_t
 def test_oracle_stats_must_match_variant(tiny_model, tiny_tokenizer, sets):
     stats = MuseOracleStats("news", 0.4, 0.7, "open-unlearning")
     with pytest.raises(ValueError, match="same on both sides"):
-        run_muse(tiny_model, tiny_tokenizer, oracle_stats=stats, records=sets, **FAST)
+        run_muse(tiny_model, tiny_tokenizer, sets, oracle_stats=stats, **FAST)
     with pytest.raises(FileNotFoundError, match="save_oracle_stats=true"):
         MuseOracleStats.load("/nonexistent/run")
 
 
 def test_open_unlearning_variant_references_and_dropped_label(tiny_model, tiny_tokenizer, sets):
     tok = tiny_tokenizer
-    exact = run_muse(tiny_model, tok, records=sets, **FAST)
-    ou = run_muse(tiny_model, tok, records=sets, fmt=PromptFormat(template="plain", masking="open-unlearning"), **FAST)
+    exact = run_muse(tiny_model, tok, sets, **FAST)
+    ou = run_muse(tiny_model, tok, sets, fmt=PromptFormat(template="plain", masking="open-unlearning"), **FAST)
     assert exact.references["verbmem"] == [r.answer for r in sets["verbmem"]]
     # open-unlearning's VerbMem reference: decoded label tokens of tok(prompt + " " + gt) after the prompt's tokens
     r = sets["verbmem"][0]

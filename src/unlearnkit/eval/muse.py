@@ -198,12 +198,12 @@ def _mia(model, tokenizer, forget, holdout, ou, batch_size, k, oracle: MuseOracl
     return out
 
 
-def run_muse(model, tokenizer, corpus: str = "news", oracle_stats: MuseOracleStats | str | Path | None = None,
-             fmt: PromptFormat | None = None, *, records: Mapping[str, list[QARecord]] | None = None, source=None,
-             limit: int | None = None, batch_size: int = 8, verbmem_new_tokens: int = muse_metrics.VERBMEM_NEW_TOKENS,
+def run_muse(model, tokenizer, sets: Mapping[str, list[QARecord]], oracle_stats: MuseOracleStats | str | Path | None = None,
+             fmt: PromptFormat | None = None, *, corpus: str = "news", batch_size: int = 8,
+             verbmem_new_tokens: int = muse_metrics.VERBMEM_NEW_TOKENS,
              knowmem_new_tokens: int = muse_metrics.KNOWMEM_NEW_TOKENS, mia_k: float = 0.4) -> MuseResult:
-    """Evaluate `model` on the MUSE suite (module docstring). `records` replaces the loaded sets (keys of
-    `SETS`); without `oracle_stats`, PrivLeak uses the reference AUC 0.5 and says so in its definition."""
+    """Evaluate `model` on the MUSE suite (module docstring) over `sets` (keys of `SETS`, e.g. from
+    `load_muse_sets`); without `oracle_stats`, PrivLeak uses the reference AUC 0.5 and says so."""
     if isinstance(oracle_stats, (str, Path)):
         oracle_stats = MuseOracleStats.load(oracle_stats)
     fmt = fmt or PromptFormat(template="plain")
@@ -211,10 +211,9 @@ def run_muse(model, tokenizer, corpus: str = "news", oracle_stats: MuseOracleSta
     if oracle_stats is not None and (oracle_stats.mia_k != mia_k or oracle_stats.variant != variant):
         raise ValueError(f"oracle stats use mia_k={oracle_stats.mia_k}, variant={oracle_stats.variant!r} but this "
                          f"evaluation mia_k={mia_k}, variant={variant!r}; PrivLeak needs the same on both sides")
-    sets = records if records is not None else load_muse_sets(corpus, source, limit)
     missing = sorted(set(SETS) - set(sets))
     if missing:
-        raise ValueError(f"records: missing MUSE set(s) {missing} (need {sorted(SETS)})")
+        raise ValueError(f"sets: missing MUSE set(s) {missing} (need {sorted(SETS)})")
     es_variant = "open-unlearning" if variant == "open-unlearning" else "paper"
     metrics, gens, refs = {}, {}, {}
     vm, gens["verbmem"], refs["verbmem"] = _verbmem(model, tokenizer, sets["verbmem"], fmt, batch_size,
@@ -226,7 +225,7 @@ def run_muse(model, tokenizer, corpus: str = "news", oracle_stats: MuseOracleSta
             model, tokenizer, sets[name], sets[f"icl_{part}"], fmt, batch_size, knowmem_new_tokens, name)
     metrics.update(_mia(model, tokenizer, sets["privleak_forget"], sets["privleak_holdout"],
                         variant == "open-unlearning", batch_size, mia_k, oracle_stats))
-    settings = dict(corpus=corpus, variant=variant, template=fmt.template, limit=limit, batch_size=batch_size,
+    settings = dict(corpus=corpus, variant=variant, template=fmt.template, batch_size=batch_size,
                     verbmem_new_tokens=verbmem_new_tokens, knowmem_new_tokens=knowmem_new_tokens, mia_k=mia_k,
                     extraction_variant=es_variant, max_text_tokens=MAX_TEXT_TOKENS,
                     sizes={k: len(v) for k, v in sets.items()})
@@ -238,9 +237,12 @@ def run_muse_suite(run, model, tokenizer, model_name, oracle_stats, save_oracle_
     """`evaluate_run`'s MUSE branch: (metrics json, settings); the oracle run also writes its PrivLeak stats."""
     if fmt.template == "auto":  # MUSE evaluates base models on plain text: no chat template unless asked
         fmt = PromptFormat(template="plain", masking=fmt.masking, max_length=fmt.max_length)
-    kwargs = {k: v for k, v in suite_kwargs.items() if k in ("corpus", "source", "records", "limit", "batch_size", "mia_k",
-                                                              "verbmem_new_tokens", "knowmem_new_tokens")}
-    result = run_muse(model, tokenizer, oracle_stats=None if save_oracle_stats else oracle_stats, fmt=fmt, **kwargs)
+    corpus = suite_kwargs.get("corpus", "news")
+    sets = suite_kwargs.get("records") or load_muse_sets(corpus, suite_kwargs.get("source"), suite_kwargs.get("limit"))
+    kwargs = {k: v for k, v in suite_kwargs.items()
+              if k in ("batch_size", "mia_k", "verbmem_new_tokens", "knowmem_new_tokens")}
+    result = run_muse(model, tokenizer, sets, None if save_oracle_stats else oracle_stats, fmt, corpus=corpus, **kwargs)
+    result.settings["limit"] = suite_kwargs.get("limit")
     if save_oracle_stats:
         result.oracle_stats({"run": str(run.path), "model": model_name}).save(run.eval_dir / ORACLE_STATS_FILE)
     return result.to_json(), result.settings
