@@ -220,3 +220,10 @@ def test_muse_presets_plan_and_their_data_load():
         pytest.skip("../shared/data/muse not present")
     forget = load_records(unl[0].config["forget"])
     assert len(forget) == 100 and is_document_set(forget)
+
+
+def test_idk_objectives_refuse_documents():
+    from unlearnkit.train.unlearn_data import idk_records
+
+    with pytest.raises(DataError, match="no question"):
+        idk_records(document_records(DOCS, "f"), ["I don't know."], seed=0)
