@@ -23,6 +23,8 @@ Two variants, chosen by `PromptFormat.masking` as for TOFU:
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,6 +37,7 @@ from .generation import generate_from_ids
 from .result import MetricResult
 from .scoring import TokenScores, score_features
 
+log = logging.getLogger(__name__)
 ORACLE_STATS_FILE = "muse_oracle_stats.json"
 SETS = {"verbmem": ("verbmem", "forget"), "knowmem_forget": ("knowmem", "forget_qa"),
         "knowmem_retain": ("knowmem", "retain_qa"), "icl_forget": ("knowmem", "forget_qa_icl"),
@@ -216,15 +219,21 @@ def run_muse(model, tokenizer, sets: Mapping[str, list[QARecord]], oracle_stats:
         raise ValueError(f"sets: missing MUSE set(s) {missing} (need {sorted(SETS)})")
     es_variant = "open-unlearning" if variant == "open-unlearning" else "paper"
     metrics, gens, refs = {}, {}, {}
+    t0 = time.perf_counter()
     vm, gens["verbmem"], refs["verbmem"] = _verbmem(model, tokenizer, sets["verbmem"], fmt, batch_size,
                                                     verbmem_new_tokens, es_variant)
     metrics.update(vm)
+    log.info("MUSE verbmem: %d prompts, %.0f s", len(sets["verbmem"]), time.perf_counter() - t0)
     for part in ("forget", "retain"):
-        name = f"knowmem_{part}"
+        name, t0 = f"knowmem_{part}", time.perf_counter()
         metrics[f"{name}/rouge_l_f1"], gens[name], refs[name] = _knowmem(
             model, tokenizer, sets[name], sets[f"icl_{part}"], fmt, batch_size, knowmem_new_tokens, name)
+        log.info("MUSE %s: %d questions, %.0f s", name, len(sets[name]), time.perf_counter() - t0)
+    t0 = time.perf_counter()
     metrics.update(_mia(model, tokenizer, sets["privleak_forget"], sets["privleak_holdout"],
                         variant == "open-unlearning", batch_size, mia_k, oracle_stats))
+    log.info("MUSE privleak: %d + %d texts, %.0f s", len(sets["privleak_forget"]), len(sets["privleak_holdout"]),
+             time.perf_counter() - t0)
     settings = dict(corpus=corpus, variant=variant, template=fmt.template, batch_size=batch_size,
                     verbmem_new_tokens=verbmem_new_tokens, knowmem_new_tokens=knowmem_new_tokens, mia_k=mia_k,
                     extraction_variant=es_variant, max_text_tokens=MAX_TEXT_TOKENS,
