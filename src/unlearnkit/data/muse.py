@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .documents import documents_from_rows, parse_limit
+from .documents import documents_from_rows, is_document_set, parse_limit
 from .locate import shared_data_dir
 from .records import DataError, QARecord, iter_jsonl, records_from_rows
 
@@ -119,6 +119,8 @@ def muse_from_spec(where: str, opts: dict[str, str]) -> list[QARecord]:
     corpus, parts = parse_muse_spec(where or "")
     records = [r for config, split in parts
                for r in load_muse(corpus, config, split, source=opts.get("source"), limit=limit)]
-    if len({"document" if r.tags.get("document") else "qa" for r in records}) > 1:
-        raise DataError(f"muse:{where}: mixes document and question/answer splits; use one kind per spec")
+    try:
+        is_document_set(records)
+    except DataError as exc:
+        raise DataError(f"muse:{where}: {exc}") from None
     return records

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from ..data.collate import QADataset, pad_batch
+from ..data.documents import is_document_set
 from ..data.records import DataError, QARecord
 from ..data.tofu import default_local_dir
 
@@ -63,7 +64,7 @@ def load_idk_answers(path: str | Path) -> list[str]:
 
 def idk_records(forget: Sequence[QARecord], answers: Sequence[str], seed: int) -> list[QARecord]:
     """Forget question i with a refusal answer drawn with `random.Random(seed)` (same seed → same answers)."""
-    if any(r.tags.get("document") for r in forget):
+    if is_document_set(forget):
         raise DataError("the IdK objectives pair each forget question with a refusal, and a document window has no "
                         "question; use a method without IdK (ga, grad_diff, npo, simnpo, rmu, ...) on documents")
     rng = random.Random(seed)
