@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from .documents import document_windows, is_document_set
 from .records import QARecord
 
 log = logging.getLogger(__name__)
@@ -136,12 +137,17 @@ def mask_answer_spans(tokenizer, encoded: Encoded, answer: str, fmt: PromptForma
 
 
 class QADataset(torch.utils.data.Dataset):
-    """Records encoded once; truncation is counted and logged, never silent."""
+    """Records encoded once; truncation is counted and logged, never silent. A document set (`documents`) becomes
+    its token windows instead: item i is window i, not record i."""
 
     def __init__(self, records: Sequence[QARecord], tokenizer, fmt: PromptFormat | None = None, answer_field: str = "answer"):
         self.records = list(records)
         self.fmt = fmt or PromptFormat()
-        self.items = [encode_qa(tokenizer, r.question, getattr(r, answer_field), self.fmt) for r in self.records]
+        if is_document_set(self.records):  # a corpus: max_length-token windows, every token a label
+            self.items = [Encoded(w, list(w), 0, False) for w in document_windows(tokenizer, self.records,
+                                                                                  self.fmt.max_length)]
+        else:
+            self.items = [encode_qa(tokenizer, r.question, getattr(r, answer_field), self.fmt) for r in self.records]
         self.n_truncated = sum(e.truncated for e in self.items)
         if self.n_truncated:
             log.warning("%d of %d examples were truncated to max_length=%d", self.n_truncated, len(self.items),

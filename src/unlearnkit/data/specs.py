@@ -3,6 +3,11 @@
     tofu:forget01                          a TOFU split (local folder or hub, see `load_tofu`)
     synthetic:train,people=50,seed=0       synthetic related-knowledge data (parts below)
     path/to/file.jsonl                     QA records in JSON lines
+    muse:news/raw/forget[,limit=N]         a MUSE split (`load_muse`): text configs are documents;
+                                           `+` joins splits: muse:news/raw/forget+raw/retain1
+    docs:path/to/corpus.jsonl[,limit=N]    documents: `{"text"}` JSON lines, or any other file as one text
+
+Documents are trained on as `max_length`-token windows of the EOS-joined corpus (see `documents`).
 
 Synthetic parts: `train` (every person's target, related and unrelated facts plus the world facts),
 `retain` (the same for retain people only: what the retain oracle sees), `forget` (targets of the
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .documents import documents_from_spec
+from .muse import muse_from_spec
 from .records import DataError, QARecord, read_qa_jsonl
 from .synthetic import KINDS, generate_related_knowledge
 from .tofu import load_tofu
@@ -77,7 +84,11 @@ def load_records(spec: str) -> list[QARecord]:
         if who not in ("all", "forget", "retain"):
             raise DataError(f"who={who!r}: expected all, forget or retain")
         return ds.records(kinds=kinds, people=people)
+    if spec.startswith(("muse:", "docs:")):
+        kind, _, rest = spec.partition(":")
+        where, opts = parse_options(rest)
+        return (muse_from_spec if kind == "muse" else documents_from_spec)(where or "", opts)
     path = Path(spec)
     if path.suffix in (".json", ".jsonl") or path.exists():
         return read_qa_jsonl(path)
-    raise DataError(f"cannot understand data spec {spec!r}: expected tofu:<split>, synthetic:<part>,... or a .jsonl path")
+    raise DataError(f"cannot understand data spec {spec!r}: expected tofu:<split>, synthetic:<part>,..., muse:<corpus>/<config>/<split>, docs:<path> or a .jsonl path")

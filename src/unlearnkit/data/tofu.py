@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+from .locate import searched_dirs, shared_data_dir
 from .records import DataError, QARecord, read_qa_jsonl, records_from_rows
 
 HUB_ID = "locuslab/TOFU"
@@ -50,30 +51,15 @@ def forget_size(forget_split: str) -> int:
 ENV_DIR = "UNLEARNKIT_TOFU_DIR"
 
 
-def _searched_dirs() -> list[Path]:
-    """The `shared/data/tofu` folders looked for, from the working directory up (and beside each level)."""
-    out = []
-    for base in (Path.cwd(), *Path.cwd().parents):
-        out += [base / "shared" / "data" / "tofu", base.parent / "shared" / "data" / "tofu"]
-    return list(dict.fromkeys(out))
-
-
 def default_local_dir() -> Path | None:
-    """`$UNLEARNKIT_TOFU_DIR`, else `../shared/data/tofu` next to the working directory, if present.
-
-    A set variable that names no folder is an error (it would otherwise be taken for a hub id)."""
-    env = os.environ.get(ENV_DIR)
-    if env:
-        if not Path(env).is_dir():
-            raise DataError(f"${ENV_DIR}={env!r} is not a folder; point it at a folder of TOFU JSON-lines files "
-                            f"(full.json, forget01.json, ...) or unset it")
-        return Path(env)
-    return next((cand for cand in _searched_dirs() if cand.is_dir()), None)
+    """`$UNLEARNKIT_TOFU_DIR`, else `../shared/data/tofu` next to the working directory, if present (a set
+    variable that names no folder is an error)."""
+    return shared_data_dir(ENV_DIR, "tofu")
 
 
 def _not_found(split: str, exc: Exception) -> DataError:
     """The offline failure as a data error: where the loader looked, and how to point it at a folder."""
-    looked = [f"${ENV_DIR} (not set)"] + [str(p) for p in _searched_dirs()[:4]] + ["…(every parent folder)",
+    looked = [f"${ENV_DIR} (not set)"] + [str(p) for p in searched_dirs("tofu")[:4]] + ["…(every parent folder)",
                                                                                   f"the hub dataset {HUB_ID}"]
     return DataError(f"TOFU split {split!r}: no local TOFU folder found and the hub failed "
                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Looked in: "

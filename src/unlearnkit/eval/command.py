@@ -12,7 +12,8 @@ class EvaluateConfig:
     """Evaluate a run directory's model and write `<run>/eval/<suite>.json`."""
 
     run: str = field(default="", metadata={"help": "run directory (results go to its eval/)"})
-    suite: str = field(default="tofu", metadata={"help": "tofu | related"})
+    suite: str = field(default="tofu", metadata={"help": "tofu | related | muse"})
+    corpus: str = field(default="news", metadata={"help": "suite=muse: news | books (muse-bench/MUSE-<Corpus>, or $UNLEARNKIT_MUSE_DIR)"})
     forget: str = field(default="forget01", metadata={"help": "TOFU forget split (forget01/05/10); names the holdout split for MIA"})
     model: Optional[str] = field(default=None, metadata={"help": "model spec to evaluate (default: the run's model/ or newest checkpoint)"})
     oracle: Optional[str] = field(default=None, metadata={"help": "retain-oracle run dir, its oracle_stats.json, or open-unlearning's TOFU_EVAL.json of a retain model (forget quality, PrivLeak)"})
@@ -32,8 +33,8 @@ class EvaluateConfig:
     precision: str = field(default="fp32", metadata={"help": "fp32 (exact) | bf16 | auto (bf16 autocast where fast: ~2x, third-decimal differences)"})
 
     def __post_init__(self):
-        if self.suite not in ("tofu", "related"):
-            raise ValueError(f"suite={self.suite!r}: expected 'tofu' or 'related'")
+        if self.suite not in ("tofu", "related", "muse"):
+            raise ValueError(f"suite={self.suite!r}: expected 'tofu', 'related' or 'muse'")
         PromptFormat(template=self.template, masking=self.masking)
         from ..precision import resolve_precision
 
@@ -52,6 +53,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         return evaluate_run(cfg.run, "tofu", cfg.forget, model=cfg.model, oracle_stats=cfg.oracle,
                             save_oracle_stats=cfg.save_oracle_stats, fmt=fmt, limit=cfg.limit,
                             retain_limit=cfg.retain_limit, **common)
+    if cfg.suite == "muse":
+        return evaluate_run(cfg.run, "muse", model=cfg.model, oracle_stats=cfg.oracle, fmt=fmt, corpus=cfg.corpus,
+                            save_oracle_stats=cfg.save_oracle_stats, limit=cfg.limit, batch_size=cfg.batch_size,
+                            precision=cfg.precision)
     return evaluate_run(cfg.run, "related", model=cfg.model, fmt=fmt, related_people=cfg.related_people,
                         related_seed=cfg.related_seed, forget_fraction=cfg.forget_fraction,
                         related_who=cfg.related_who, **common)

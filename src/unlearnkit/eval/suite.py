@@ -14,7 +14,7 @@ from ..runs import open_run, write_json
 from ..train.checkpoints import last_checkpoint
 from .tofu import ORACLE_STATS_FILE, OracleStats, run_tofu
 
-SUITES = ("tofu", "related")
+SUITES = ("tofu", "related", "muse")
 
 
 def resolve_model_dir(run_dir: str | Path) -> Path:
@@ -93,6 +93,10 @@ def evaluate_run(run_dir: str | Path, suite: str = "tofu", forget: str = "forget
 
 def _run_suite(run, suite, model, tokenizer, model_name, forget, oracle_stats, save_oracle_stats, fmt,
                related_people, related_seed, forget_fraction, related_who, suite_kwargs) -> tuple[dict, dict]:
+    if suite == "muse":
+        from .muse import run_muse_suite
+
+        return run_muse_suite(run, model, tokenizer, model_name, oracle_stats, save_oracle_stats, fmt, suite_kwargs)
     if suite == "tofu":
         if save_oracle_stats:
             suite_kwargs["forget_quality"] = False

@@ -26,6 +26,15 @@ LEADERBOARD_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("Extraction ↓", "tofu", "forget/extraction_strength"),
     ("Retain ROUGE ↑", "tofu", "retain/rouge_l_recall"),
 )
+# MUSE's six-way table (Shi et al. 2024): no verbatim / no knowledge memorisation, no privacy leak, utility kept
+MUSE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("VerbMem ↓", "muse", "verbmem_forget/rouge_l_f1"),
+    ("KnowMem forget ↓", "muse", "knowmem_forget/rouge_l_f1"),
+    ("KnowMem retain ↑", "muse", "knowmem_retain/rouge_l_f1"),
+    ("PrivLeak (→0)", "muse", "privleak"),
+    ("MIA min-k AUC", "muse", "mia/min_k"),
+    ("Extraction ↓", "muse", "forget/extraction_strength"),
+)
 IGNORED_PARAM_KEYS = {"run", "method", "report_to", "forget", "data"}  # shown elsewhere (Method, Split)
 
 
@@ -122,17 +131,18 @@ def _sorted(records: list[RunRecord]) -> list[RunRecord]:
     return sorted(records, key=lambda r: (r.split, r.method, r.name))
 
 
-def leaderboard(records: list[RunRecord]) -> Table:
-    """TOFU-benchmark layout: method, split, forget quality, model utility, forget ROUGE, PrivLeak, ... per run."""
+def leaderboard(records: list[RunRecord], columns=LEADERBOARD_COLUMNS, title: str = "Leaderboard (TOFU metrics)") -> Table:
+    """Benchmark layout (TOFU by default: forget quality, model utility, forget ROUGE, PrivLeak, ...; or
+    `MUSE_COLUMNS`): method, split, run, settings, then the benchmark's columns, one row per run."""
     keys = varying_params(records)
-    headers = ["Method", "Split", "Run", "Settings"] + [h for h, _, _ in LEADERBOARD_COLUMNS]
-    t = Table("Leaderboard (TOFU metrics)", headers, text_columns=4,
+    headers = ["Method", "Split", "Run", "Settings"] + [h for h, _, _ in columns]
+    t = Table(title, headers, text_columns=4,
               note="One row per run; ↑/↓: higher/lower is better; PrivLeak: closer to 0 is better; "
                    "– : not measured.")
     for r in _sorted(records):
         status = "" if r.status != "failed" else " (failed)"
         t.rows.append([r.method + status, r.split or MISSING, r.name, _params(r, keys)] +
-                      [fmt(r.metric(suite, m), m) for _, suite, m in LEADERBOARD_COLUMNS])
+                      [fmt(r.metric(suite, m), m) for _, suite, m in columns])
     return t
 
 
@@ -161,8 +171,10 @@ def runs_table(records: list[RunRecord]) -> Table:
 
 
 def all_tables(records: list[RunRecord]) -> list[Table]:
-    """The TOFU leaderboard (when any run has TOFU metrics), one table per suite, and the runs."""
+    """The TOFU / MUSE leaderboards (when any run has that suite's metrics), one table per suite, and the runs."""
     board = [leaderboard(records)] if any("tofu" in r.metrics for r in records) else []
+    if any("muse" in r.metrics for r in records):
+        board.append(leaderboard([r for r in records if "muse" in r.metrics], MUSE_COLUMNS, "Leaderboard (MUSE metrics)"))
     return [*board, *suite_tables(records), runs_table(records)]
 
 

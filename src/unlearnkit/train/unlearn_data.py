@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from ..data.collate import QADataset, pad_batch
+from ..data.documents import is_document_set
 from ..data.records import DataError, QARecord, text_lines
 from ..data.tofu import default_local_dir
 
@@ -63,6 +64,9 @@ def load_idk_answers(path: str | Path) -> list[str]:
 
 def idk_records(forget: Sequence[QARecord], answers: Sequence[str], seed: int) -> list[QARecord]:
     """Forget question i with a refusal answer drawn with `random.Random(seed)` (same seed → same answers)."""
+    if is_document_set(forget):
+        raise DataError("the IdK objectives pair each forget question with a refusal, and a document window has no "
+                        "question; use a method without IdK (ga, grad_diff, npo, simnpo, rmu, ...) on documents")
     rng = random.Random(seed)
     return [QARecord(question=r.question, answer=rng.choice(list(answers)), tags={**r.tags, "idk": True})
             for r in forget]
