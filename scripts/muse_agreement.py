@@ -118,6 +118,16 @@ def _per_item(ou_metric: dict, key: str) -> list[float] | None:
     return [by_index[k][key] for k in sorted(by_index, key=int)]
 
 
+def _uk_items(metric: dict) -> list[float] | None:
+    """unlearnkit's per-sample values in open-unlearning's order: an MIA keeps members in `per_item` and
+    non-members in `holdout_value_by_index`, so members come first, then non-members by index."""
+    items = metric.get("per_item")
+    holdout = metric.get("holdout_value_by_index")
+    if items is None or holdout is None:
+        return items
+    return list(items) + [holdout[k] for k in sorted(holdout, key=int)]
+
+
 def compare(ou: dict, uk: dict) -> list[tuple]:
     rows = []
     for ou_name, uk_name in PAIRS.items():
@@ -126,7 +136,7 @@ def compare(ou: dict, uk: dict) -> list[tuple]:
             continue
         a, b = ou[ou_name]["agg_value"], uk["metrics"][uk_name]["value"]
         items_a = _per_item(ou[ou_name], PER_ITEM_KEY.get(ou_name, "score"))
-        items_b = uk["metrics"][uk_name].get("per_item")
+        items_b = _uk_items(uk["metrics"][uk_name])
         item_diff = (max(abs(x - y) for x, y in zip(items_a, items_b))
                      if items_a is not None and items_b is not None and len(items_a) == len(items_b) else None)
         rows.append((ou_name, uk_name, a, b, abs(a - b), item_diff))

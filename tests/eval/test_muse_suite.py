@@ -45,7 +45,8 @@ def test_suite_writes_muse_json_and_oracle_privleak(tmp_path, tiny_model, tiny_t
         assert name == "privleak" or "per_item" in m, name  # per-sample values by index; PrivLeak is set-level
     assert len(metrics["verbmem_forget/rouge_l_f1"]["per_item"]) == 3
     assert len(metrics["knowmem_retain/rouge_l_f1"]["per_item"]) == 3
-    assert len(metrics["mia/min_k"]["per_item"]) == 8 and metrics["mia/min_k"]["n_members"] == 4
+    assert len(metrics["mia/min_k"]["per_item"]) == 4 and metrics["mia/min_k"]["n_members"] == 4  # members
+    assert len(metrics["mia/min_k"]["holdout_value_by_index"]) == 4                           # non-members
     # the same model as its own oracle: PrivLeak exactly 0, and the definition says what the reference was
     assert metrics["privleak"]["value"] == pytest.approx(0.0) and "oracle" in metrics["privleak"]["definition"]
     assert metrics["privleak"]["auc_oracle"] == pytest.approx(stats.mia_min_k_auc)

@@ -53,14 +53,16 @@ def load_muse_rows(corpus: str, config: str, split: str, source: str | os.PathLi
     `muse-bench/...` hub id (then no local folder is read).
     """
     _check(corpus, config)
-    hub_id, folder = HUB_IDS[corpus], default_local_dir()
+    hub_id = HUB_IDS[corpus]
     if source is not None and str(source).startswith("muse-bench/"):
         hub_id, folder = str(source), None
-    elif source is not None:
+    elif source is not None:  # source= wins over the environment (which is then not even read)
         folder = Path(source)
         if not folder.is_dir():
             raise DataError(f"MUSE source={str(source)!r}: no such folder (expected a folder holding "
                             f"{corpus}/{config}/{split}.jsonl, or a hub id such as {HUB_IDS[corpus]!r})")
+    else:
+        folder = default_local_dir()
     local = None
     if folder is not None:
         cands = [folder / corpus / config / f"{split}.jsonl", folder / config / f"{split}.jsonl"]

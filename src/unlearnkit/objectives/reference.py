@@ -40,12 +40,16 @@ class ReferenceProvider(Protocol):
 
 
 def decoder_blocks(model) -> torch.nn.ModuleList:
-    """The model's decoder blocks (`model.model.layers` for Llama-style models), found through peft wrappers.
+    """The model's decoder blocks (`model.model.layers` for Llama-style models), found through peft and
+    DDP/FSDP wrappers (the Trainer passes the wrapped model to `compute_loss` under data parallelism).
 
     The block list is the `nn.ModuleList` with `config.num_hidden_layers` entries: that is what WMDP and
     open-unlearning index when they name RMU's layer, whatever attribute path a model family uses.
     """
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    inner = model
+    while not hasattr(inner, "config") and isinstance(getattr(inner, "module", None), torch.nn.Module):
+        inner = inner.module  # DistributedDataParallel / FSDP keep the model as `.module`
+    n = getattr(getattr(inner, "config", None), "num_hidden_layers", None)
     for _, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and n is not None and len(module) == n:
             return module
@@ -82,7 +86,7 @@ def block_output(model, batch: dict, layer: int) -> torch.Tensor:
     handle = blocks[layer].register_forward_hook(hook)
     _PENDING[0] += 1
     try:
-        model_forward(model, batch)
+        outputs = model_forward(model, batch)
     finally:
         _PENDING[0] -= 1
         handle.remove()
@@ -90,6 +94,11 @@ def block_output(model, batch: dict, layer: int) -> torch.Tensor:
         raise RuntimeError(f"decoder block {layer} ran {len(captured)} times in one forward pass (expected once); "
                            f"was the forward served from a cache (e.g. geffect's SharedForward after an earlier "
                            f"call on the same batch)?")
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and torch.is_grad_enabled():
+        # DDP expects a gradient for every parameter its forward's outputs reach (the blocks after ℓ and the
+        # LM head); a loss on the hooked activation alone leaves theirs missing and the gradient all-reduce
+        # incomplete. A zero-weighted tie to the logits gives them exact zeros and keeps the sum unchanged.
+        return captured[0] + 0.0 * outputs.logits.float().mean()
     return captured[0]
 
 

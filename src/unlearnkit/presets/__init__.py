@@ -27,7 +27,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, read_yaml_layer
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -81,7 +81,7 @@ def _user_layers(yaml_path: str | Path | None, overrides: Sequence[str], base: d
     """What the user set (base ← YAML ← overrides) as a plain dict, unvalidated: only read for method/preset."""
     layers = [OmegaConf.create(base or {})]
     if yaml_path is not None and Path(yaml_path).is_file():
-        layers.append(OmegaConf.load(yaml_path))
+        layers.append(read_yaml_layer(Path(yaml_path)))  # a bad file is a named error, as in load_config
     layers.append(OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
     return OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
 
