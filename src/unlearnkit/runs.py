@@ -136,6 +136,32 @@ def refuse_overwriting_inputs(out_dir: str | Path, inputs, what: str = "out_dir"
                              f"belongs to; write to a new directory, e.g. {run / 'uipe'}/<name>")
 
 
+CHECKPOINT_STEP_RE = re.compile(r"step-(\d+)$")
+
+
+def checkpoint_step(name: str) -> int | None:
+    """N for a `step-N` checkpoint folder name, else None (staging and temp folders are not checkpoints)."""
+    m = CHECKPOINT_STEP_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoints in a run's `checkpoints/`, oldest first (numeric order).
+
+    It lives in the run layer so that evaluation, UIPE and the G-effect read checkpoints without importing
+    the training package; `train/checkpoints.py` writes them (staging folder, then an atomic rename)."""
+    d = Path(checkpoints_dir)
+    if not d.is_dir():
+        return []
+    return sorted((step, p) for p in d.iterdir() if (step := checkpoint_step(p.name)) is not None and p.is_dir())
+
+
+def last_checkpoint(checkpoints_dir: str | Path) -> Path | None:
+    """The newest complete `step-N` checkpoint, or None."""
+    cks = list_checkpoints(checkpoints_dir)
+    return cks[-1][1] if cks else None
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

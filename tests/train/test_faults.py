@@ -20,7 +20,7 @@ import yaml
 from safetensors.torch import load_file
 
 from unlearnkit.runs import RunDir, RunLockedError
-from unlearnkit.train.checkpoints import list_checkpoints
+from unlearnkit.runs import list_checkpoints
 from unlearnkit.train.hf_glue import DivergenceError, JsonlLogCallback
 from unlearnkit.train.rerun import RunMismatchError
 from unlearnkit.train.unlearn import UnlearnConfig, UnlearnTrainer, unlearn

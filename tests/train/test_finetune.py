@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit.train.checkpoints import STAGING, last_checkpoint, list_checkpoints
+from unlearnkit.runs import last_checkpoint, list_checkpoints
+from unlearnkit.train.checkpoints import STAGING
 from unlearnkit.train.finetune import FinetuneConfig, finetune
 
 TINY = dict(model="tiny", tiny_hidden=128, tiny_layers=2, tiny_vocab=1024, precision="fp32", logging_steps=1000)

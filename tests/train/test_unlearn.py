@@ -17,7 +17,8 @@ from unlearnkit.data.specs import load_records
 from unlearnkit.logprobs import sequence_logprobs
 from unlearnkit.models import load_model, tiny_llama
 from unlearnkit.objectives import reference as reference_mod
-from unlearnkit.train.checkpoints import STAGING, list_checkpoints
+from unlearnkit.runs import list_checkpoints
+from unlearnkit.train.checkpoints import STAGING
 from unlearnkit.train.hf_glue import DivergenceError
 from unlearnkit.train.unlearn import UnlearnConfig, unlearn
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..data.collate import PromptFormat
-from ..runs import open_run, write_json
-from ..train.checkpoints import last_checkpoint
+from ..runs import last_checkpoint, open_run, write_json
 from .tofu import ORACLE_STATS_FILE, OracleStats, run_tofu
 
 SUITES = ("tofu", "related", "muse")

@@ -43,7 +43,7 @@ import torch
 from ..config import to_dict
 from ..data.collate import PromptFormat
 from ..data.synthetic import LINKED, generate_related_knowledge
-from ..runs import open_run, write_json
+from ..runs import last_checkpoint, open_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,6 @@ def _continued_optimizer(model, checkpoints: Path, lr: float, weight_decay: floa
     checkpoint when there is one (then the extra steps continue the same Adam moments)."""
     from transformers import Trainer
 
-    from ..train.checkpoints import last_checkpoint
 
     decay = set(Trainer.get_decay_parameter_names(None, model))  # HF's rule; it does not use `self`
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

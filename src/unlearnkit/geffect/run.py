@@ -41,7 +41,7 @@ from ..data.collate import PromptFormat, QADataset
 from ..data.records import QARecord
 from ..objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, build_objective,
                           precompute_token_logprobs)
-from ..runs import RunDir, atomic_write_text, write_json
+from ..runs import RunDir, atomic_write_text, list_checkpoints, write_json
 from .compute import EMA, EvalSlices, GEffect, GEffectError, compute_geffect, make_slices
 from .groups import parameter_groups
 from .instance import instance_geffects
@@ -111,7 +111,6 @@ def resolve_checkpoints(run_dir: str | Path, checkpoints: Sequence[str | Path] |
         if missing:
             raise GEffectError(f"checkpoint {missing[0]} is not a directory")
         return out
-    from ..train.checkpoints import list_checkpoints  # here, so importing this module never imports train/
 
     found = list_checkpoints(Path(run_dir) / "checkpoints")
     if not found:

@@ -6,30 +6,12 @@ only the staging folder, which is removed on the next start. Weights are safeten
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
+from ..runs import list_checkpoints
+
 STAGING = ".staging"
-STEP_RE = re.compile(r"step-(\d+)$")
-
-
-def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of complete checkpoints, oldest first."""
-    d = Path(checkpoints_dir)
-    if not d.is_dir():
-        return []
-    out = []
-    for p in d.iterdir():
-        m = STEP_RE.match(p.name)
-        if m and p.is_dir():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def last_checkpoint(checkpoints_dir: str | Path) -> Path | None:
-    cks = list_checkpoints(checkpoints_dir)
-    return cks[-1][1] if cks else None
 
 
 def clean_staging(checkpoints_dir: str | Path) -> None:

@@ -9,7 +9,8 @@ from transformers import TrainerCallback, TrainingArguments
 
 from ..precision import resolve_precision
 from ..runs import RunDir, clean_stale_temps, save_model_atomically  # noqa: F401  (re-exported for the trainers)
-from .checkpoints import clean_staging, last_checkpoint
+from ..runs import last_checkpoint
+from .checkpoints import clean_staging
 
 
 def training_arguments(run: RunDir, *, epochs: float, lr: float, batch_size: int, grad_accum: int,

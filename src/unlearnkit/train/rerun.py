@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from ..runs import RunDir, clear_run
-from .checkpoints import list_checkpoints
+from ..runs import list_checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from ..objectives.reduce import global_batch
 from ..objectives.reference import block_output
 from ..precision import autocast, resolve_precision
 from ..presets import check_recorded, describe as describe_preset
-from ..runs import RunDir, locked_run, write_json
-from .checkpoints import AtomicCheckpointMixin, list_checkpoints
+from ..runs import RunDir, list_checkpoints, locked_run, write_json
+from .checkpoints import AtomicCheckpointMixin
 from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, diverged, save_model_atomically, train_resuming,
                       training_arguments)
 from .rerun import check_rerun_options, settle_rerun

@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from ..data.collate import PromptFormat
 from ..precision import autocast, resolve_precision
-from ..runs import RunDir, open_run, write_json
+from ..runs import RunDir, last_checkpoint, open_run, write_json
 from .auto_alpha import AutoAlphaResult, auto_alpha
 from .extrapolate import extrapolate_checkpoint, extrapolate_state_dict
 
@@ -80,7 +80,6 @@ def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> Unle
     elif (run.path / "adapter").is_dir():
         theta_un = run.path / "adapter"
     else:
-        from ..train.checkpoints import last_checkpoint
 
         theta_un = last_checkpoint(run.checkpoints)
     if theta_un is None or not Path(theta_un).is_dir():
