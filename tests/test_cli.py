@@ -149,3 +149,72 @@ def test_truncated_gguf_names_the_file(tmp_path):
     gguf = tmp_path / "model.gguf"   # header says 5 tensors and 3 metadata keys, then the file ends
     gguf.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 5, 3, 20) + b"general.arch")
     _exit2_naming(["info", f"model={gguf}"], str(gguf), "could not read this GGUF file")
+
+
+# -- issue 16 point 4: --help lists the settings; no bare arguments dropped silently ---------------------------
+import dataclasses  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("command, target", [
+    ("unlearn", "unlearnkit.train.unlearn:UnlearnConfig"),
+    ("evaluate", "unlearnkit.eval.command:EvaluateConfig"),
+    ("sweep", "unlearnkit.experiments.sweep:SweepConfig"),
+])
+def test_help_lists_every_setting_with_its_help(command, target):
+    import importlib
+
+    module, name = target.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    res = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    out = _flat(res.output)
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help")
+        assert help_text, f"{name}.{f.name} has no help metadata"
+        assert f"{f.name} = " in out, f"{f.name} missing from `{command} --help`"
+        assert _flat(help_text) in out, f"help of {f.name} missing from `{command} --help`"
+
+
+def test_settings_help_flattens_nested_dataclasses_and_shows_defaults():
+    from unlearnkit.cli import settings_help
+
+    @dataclasses.dataclass
+    class Inner:
+        beta: float = dataclasses.field(default=0.1, metadata={"help": "inverse temperature"})
+
+    @dataclasses.dataclass
+    class Outer:
+        name: str = dataclasses.field(default="", metadata={"help": "a name"})
+        params: Inner = dataclasses.field(default_factory=Inner, metadata={"help": "nested"})
+
+    lines = [line.strip() for line in settings_help(Outer)]
+    assert lines == ['name = ""  a name', "params.beta = 0.1  inverse temperature"]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["info", "data=synthetic:forget,people=20", "oops"], "oops"),
+    (["geffect-compare", "runs=a,b", "stray"], "stray"),
+])
+def test_bare_argument_is_rejected_and_named(args, named):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert named in res.output and "key=value" in res.output
+
+
+def test_unknown_key_of_hand_parsed_commands_is_named():
+    res = runner.invoke(app, ["info", "modle=tiny"])
+    assert res.exit_code == 2 and "modle" in res.output
+
+
+def test_report_rejects_a_bare_argument_that_is_no_directory(tmp_path):
+    res = runner.invoke(app, ["report", str(tmp_path), "ttle=x"])
+    assert res.exit_code == 2 and "ttle" in res.output
+    res = runner.invoke(app, ["report", str(tmp_path), "no-such-run", f"out={tmp_path / 'r'}"])
+    assert res.exit_code == 2, res.output
+    assert "'no-such-run'" in res.output and "key=value" in res.output
