@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..logprobs import logprobs_from_logits, position_ids_from_mask, sequence_logprobs
+from ..logprobs import IGNORE, logprobs_from_logits, position_ids_from_mask, sequence_logprobs
 from ..objectives import NPO, TNPO, WGA, GradientAscent, SimNPO, npo_weights, tnpo_weights, wga_weights
 from .compute import GEffectError, _GradState, _Params, _up, nll_risk
 from .groups import ParamGroups, parameter_groups
@@ -70,7 +70,7 @@ def instance_weights(objective, model, batch: dict, ref=None) -> torch.Tensor:
 
 def risk_gradient(model, P: _Params, batches: Sequence[dict]) -> list[torch.Tensor]:
     """∇R(D) over the batches (token-weighted mean NLL), one tensor per grouped parameter, on the device."""
-    n = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+    n = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
     for b in batches:
         risk, n_b = nll_risk(model, b)
         (risk * (n_b / n)).backward(inputs=P.tensors)
