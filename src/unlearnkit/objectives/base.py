@@ -8,13 +8,13 @@ A subclass only writes `forget_loss` (calling the pure tensor functions of its m
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
 import torch
 
+from ..names import did_you_mean
 from .registry import OBJECTIVES
 from .retain import NO_RETAIN, RETAIN_TERMS, retain_kinds
 
@@ -164,8 +164,7 @@ def make_config(config_cls: type[ObjectiveConfig], values: Mapping[str, Any], ow
     known = [f.name for f in fields(config_cls)]
     unknown = [k for k in values if k not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ";"
+        hint = did_you_mean(unknown[0], known)
         raise ValueError(f"objective {owner!r} has no hyper-parameter {unknown[0]!r}{hint} known: {', '.join(known)}")
     return config_cls(**dict(values))
 
