@@ -67,3 +67,20 @@ def test_masked_positions_are_zero_not_nan():
     slp = logprobs_from_logits(logits, labels)
     assert torch.isfinite(slp.token_logprobs).all()
     assert slp.sum.item() == pytest.approx(-torch.log(torch.tensor(3.0)).item(), abs=1e-6)
+
+
+def test_ignore_label_is_defined_once():
+    """-100 lives in logprobs only: every module that masks labels imports it instead of repeating the literal."""
+    import re
+    from pathlib import Path
+
+    import unlearnkit
+    from unlearnkit import data, logprobs
+
+    assert data.IGNORE is logprobs.IGNORE == -100
+    src = Path(unlearnkit.__file__).parent
+    code = {p: "\n".join(l.split("#")[0] for l in p.read_text().splitlines() if not l.lstrip().startswith(("`", "\"")))
+            for p in src.rglob("*.py")}
+    defs = [p.name for p, c in code.items() if re.search(r"^IGNORE\s*=", c, re.M)]
+    literals = [p.name for p, c in code.items() if re.search(r"[!=]=\s*-100\b", c)]
+    assert defs == ["logprobs.py"] and literals == []

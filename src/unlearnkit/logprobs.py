@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+IGNORE = -100  # the label of a position that is not scored (prompt, padding); defined here only
 
 
 @dataclass

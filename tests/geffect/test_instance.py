@@ -51,6 +51,28 @@ def test_weights(model_t, theta_ini, slices):
     assert torch.isnan(instance_weights(build_objective("rmu"), model_t, f, ref)).all()
 
 
+def test_objective_without_instance_weights_raises_not_nan(model_t, theta_ini, slices):
+    """A new objective that does not say what its weight is fails by name instead of colouring with NaN; every
+    registered objective says (a weight, or no_instance_weights)."""
+    from unlearnkit.objectives import OBJECTIVES, NoInstanceWeightsError, Objective, no_instance_weights
+
+    class Fresh(Objective):
+        name = "fresh"
+
+        def forget_loss(self, model, batch, ref):
+            return sequence_logprobs(model, batch.forget).mean.mean(), {}
+
+    f = slices.forget[0]
+    with pytest.raises(NoInstanceWeightsError, match="objective 'fresh' .*does not define instance_weights"):
+        instance_weights(Fresh(), model_t, f, FrozenModelReference(theta_ini))
+    with pytest.raises(NoInstanceWeightsError):
+        instance_geffects(model_t, Fresh(), [f], [slices.retain[0]], method="loop")
+    for name, cls in OBJECTIVES.items():
+        assert cls.instance_weights is not Objective.instance_weights, name
+    assert [n for n, c in OBJECTIVES.items() if c.instance_weights is no_instance_weights] == \
+        ["idk_dpo", "idk_nll", "rmu", "undial"]
+
+
 def test_vmap_needs_eager(model_t, slices):
     model_t.config._attn_implementation = "sdpa"
     with pytest.raises(GEffectError, match="eager"):

@@ -41,7 +41,7 @@ def test_toxicity_scorer_offline():
 
 
 def test_registry_errors_and_target_defaults():
-    with pytest.raises(ValueError, match="Did you mean 'entity'"):
+    with pytest.raises(ValueError, match="unknown scorer 'entiy'; did you mean 'entity'\\? available: "):
         get_scorer("entiy")
     assert "hf:<hub classifier id>" in available_scorers()
     assert scorer_for_target(Target.entity("Ada Lovelace"))(["Ada Lovelace"]) == pytest.approx([1 / 3])

@@ -9,7 +9,7 @@ from unlearnkit.train.unlearn import UnlearnConfig, unlearn
 from unlearnkit.data import write_qa_jsonl
 from unlearnkit.data.specs import load_records
 from unlearnkit.uipe.search import (SearchSettings, alpha_search, extrapolate_run, heldout_retain_slice,
-                                    read_unlearn_run)
+                                    read_unlearn_run, resolve_checkpoints)
 
 PEOPLE = 8
 RETAIN = f"synthetic:retain,people={PEOPLE}"
@@ -144,3 +144,17 @@ def test_extrapolate_a_checkpoint(ga_run):
     name = "model.layers.0.mlp.up_proj.weight"
     a, b, c = (m.state_dict()[name] for m in (ini, un, ex))
     torch.testing.assert_close(c, b + 0.5 * (b - a), rtol=1e-5, atol=1e-6)
+
+
+def test_resolve_checkpoints_reads_only_complete_step_folders(tmp_path):
+    """checkpoint=all lists what runs.list_checkpoints lists: step-N folders in numeric order, not a stray file
+    named like one or a half-written staging folder."""
+    ck = tmp_path / "checkpoints"
+    for name in ("step-10", "step-2", ".staging"):
+        (ck / name).mkdir(parents=True)
+    (ck / "step-7").write_text("not a checkpoint")
+    assert resolve_checkpoints(tmp_path, ["all"]) == ["step-2", "step-10", "final"]
+    assert resolve_checkpoints(tmp_path, ["step-3", " final "]) == ["step-3", "final"]
+    for bad in ("step-x", "step-", "3"):
+        with pytest.raises(ValueError, match=f"checkpoint={bad!r}: expected final, step-N"):
+            resolve_checkpoints(tmp_path, [bad])

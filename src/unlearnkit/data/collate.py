@@ -14,11 +14,11 @@ from typing import Sequence
 
 import torch
 
+from ..logprobs import IGNORE
 from .documents import document_windows, is_document_set
 from .records import QARecord
 
 log = logging.getLogger(__name__)
-IGNORE = -100
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..data.collate import PromptFormat
 from ..data.synthetic import generate_related_knowledge
 from ..data.tofu import default_local_dir, load_tofu
+from ..markdown import markdown_table
 from ..runs import open_run, write_json
 from ..train.finetune import FinetuneConfig, finetune
 
@@ -225,9 +226,7 @@ def summary_table(out: Path) -> str:
             extra = f" (α={json.loads((run / 'uipe.json').read_text())['alpha']:.2g})"
         rows.append([run.name + extra] + [_fmt(merged.get(k, {}).get("value")) for k, _ in SUMMARY_COLUMNS])
     head = ["run"] + [h for _, h in SUMMARY_COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(head, rows)
 
 
 def _fmt(v) -> str:

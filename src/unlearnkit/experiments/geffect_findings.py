@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..markdown import markdown_table
 from ..runs import write_json
 
 DEFAULT_METHODS = ("ga", "npo", "wga", "tnpo")
@@ -107,10 +108,9 @@ def run(out: Path, methods=DEFAULT_METHODS, people: int = 20, steps: int = 24, e
     result = {"people": people, "steps": steps, "every": every, "lr": lr, "target_recall": ft.get("recall_after"),
               "curves": curves, "findings": findings(curves), "figure": str(fig), "seconds": round(time.time() - t0, 1)}
     write_json(out / "results.json", result)
-    echo("\n| method | step | e_u | e_r | e_r / e_u |\n|---|---|---|---|---|")
-    for m, rows in curves.items():
-        for r in rows:
-            echo(f"| {m} | {r['step']} | {r['e_u']:.4g} | {r['e_r']:.4g} | {r['e_r'] / r['e_u']:.3f} |")
+    echo("\n" + markdown_table(["method", "step", "e_u", "e_r", "e_r / e_u"],
+                                [[m, r["step"], f"{r['e_u']:.4g}", f"{r['e_r']:.4g}", f"{r['e_r'] / r['e_u']:.3f}"]
+                                 for m, rows in curves.items() for r in rows]))
     echo("")
     for name, f in result["findings"].items():
         nums = {k: v for k, v in f.items() if k != "holds"}

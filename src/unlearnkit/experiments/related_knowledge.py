@@ -43,6 +43,7 @@ import torch
 from ..config import to_dict
 from ..data.collate import PromptFormat
 from ..data.synthetic import LINKED, generate_related_knowledge
+from ..markdown import markdown_table
 from ..runs import last_checkpoint, open_run, write_json
 
 log = logging.getLogger(__name__)
@@ -564,31 +565,25 @@ PROBE_COLS = [("target p", "forget/target/probability"), ("target rouge", "forge
               ("chain", "forget/chain_recovery"), ("utility", "utility"), ("retain world p", "retain/world/probability")]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def results_markdown(res: dict) -> str:
     s = res["setup"]
     parts = [f"# Related-knowledge experiment (UIPE design, toy scale)\n\n{s['model']}; {s['people']} people "
              f"({s['forget_people']} forget, {s['retain_people']} retain).\n"]
     ft = res["finetune"]
-    parts.append(_table(["model", "data", "records", "steps", "recall after fine-tuning"],
+    parts.append(markdown_table(["model", "data", "records", "steps", "recall after fine-tuning"],
                         [[k, s["specs"]["p1" if k == "P1" else "p2"], str(v["records"]), str(v["steps"]),
                           _f(v.get("recall_after"))] for k, v in ft.items()]))
     parts.append("\n## 1. Reconstruction (Mechanism 1)\n\nForget people; `recall` = greedy answer contains the value "
                  "(target, multi-hop) or the clue (related); `chain` = related answer names the clue and the world "
                  "answer names the value; utility = retain people's probability on the kinds the model was trained on.\n")
-    parts.append(_table(["model"] + [c for c, _ in PROBE_COLS],
+    parts.append(markdown_table(["model"] + [c for c, _ in PROBE_COLS],
                         [[r["model"]] + [_f(r["metrics"].get(k)) for _, k in PROBE_COLS]
                          for r in res["reconstruction"]["rows"]]))
     g = res["gradient_similarity"]
     parts.append(f"\n## 2. Gradient similarity (Mechanism 2)\n\nCosine of {g['gradient']} on P1 between a target fact "
                  f"and another fact, {g['people']} people; mean and 95% t-interval.\n")
     for group, desc in g["groups"].items():
-        parts.append(f"\n**{group}** ({desc})\n\n" + _table(
+        parts.append(f"\n**{group}** ({desc})\n\n" + markdown_table(
             ["relation to the target", "mean cos", "95% CI", "pairs"],
             [[r["relation"], _f(r["mean"], 4), f"[{_f(r['ci_low'], 4)}, {_f(r['ci_high'], 4)}]", str(r["n"])]
              for r in g[group]["table"]]))
@@ -607,10 +602,10 @@ def results_markdown(res: dict) -> str:
             extra = f"{v['extra_steps']}{'' if v.get('reached') else ' (not reached)'}" if "extra_steps" in v else "–"
             rows.append([method, name, _f(v["alpha"], 2), _f(v["norm"], 3), extra]
                         + [_f(v["metrics"].get(k)) for _, k in cols])
-    parts.append(_table(["method", "variant", "α", "‖θ − θ_ini‖", "extra steps"] + [c for c, _ in cols], rows))
+    parts.append(markdown_table(["method", "variant", "α", "‖θ − θ_ini‖", "extra steps"] + [c for c, _ in cols], rows))
     parts.append("\n### α grid per method\n")
     for method, r in u["methods"].items():
-        parts.append(f"\n**{method}** (auto α = {_f(r['auto_alpha'], 3)}, {r['auto']['stopped']})\n\n" + _table(
+        parts.append(f"\n**{method}** (auto α = {_f(r['auto_alpha'], 3)}, {r['auto']['stopped']})\n\n" + markdown_table(
             ["α", "norm", "score", "target p", "related p", "multihop p", "utility"],
             [[a, _f(v["norm"]), _f(v["forget/score"]), _f(v["forget/target/probability"]),
               _f(v["forget/related/probability"]), _f(v["forget/multihop/probability"]), _f(v["utility"])]

@@ -45,7 +45,7 @@ from typing import Sequence
 
 import torch
 
-from ..logprobs import SequenceLogprobs, sequence_logprobs
+from ..logprobs import IGNORE, SequenceLogprobs, sequence_logprobs
 from ..objectives import UnlearnBatch
 from ..objectives.reference import block_output_pending
 from ..objectives.reduce import token_mean
@@ -320,8 +320,8 @@ def compute_geffect(model, objective, slices: EvalSlices, ref=None, groups: Para
     _check_slices(objective, slices, term)
     P = _Params(model, groups)
     terms = TERMS if term == "total" else (term,)   # 'total' first: it is the one asked for
-    n_u = sum(int((b["labels"][:, 1:] != -100).sum()) for b in slices.forget)
-    n_r = sum(int((b["labels"][:, 1:] != -100).sum()) for b in slices.retain)
+    n_u = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in slices.forget)
+    n_r = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in slices.retain)
     single = len(slices.forget) == 1
     grads = {t: [None] * len(P.tensors) for t in terms}
     e_u, e_r = {t: P.zeros() for t in terms}, {t: P.zeros() for t in terms}

@@ -6,7 +6,7 @@ with log p(s) the answer's sequence log-probability (summed over answer tokens, 
 ascent objective moves θ along −w(s)∇log p(s) for each s, so the sample contributes −w(s)·pg to the G-effect;
 `weight` is the objective's per-sample weight w(s) for colouring the scatter (GA 1; NPO 2p^β/(p^β+p_ref^β);
 SimNPO 2σ(β·mean log p + βδ); WGA / TNPO / WTNPO: the mean of their token weights over the answer; NaN for
-objectives without one).
+objectives that declare they have none, such as RMU). Each objective defines it (`Objective.instance_weights`).
 
 Per-sample gradients come from `torch.func` — `vmap(grad(f))` over `functional_call` of the model, in chunks
 sized to a memory budget — which needs eager attention (`attn_implementation="eager"`). `method="loop"` takes
@@ -14,14 +14,12 @@ one sample at a time with `autograd.grad` instead; both give the same numbers (t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from ..logprobs import logprobs_from_logits, position_ids_from_mask, sequence_logprobs
-from ..objectives import NPO, TNPO, WGA, GradientAscent, SimNPO, npo_weights, tnpo_weights, wga_weights
+from ..logprobs import IGNORE, logprobs_from_logits, position_ids_from_mask, sequence_logprobs
 from .compute import GEffectError, _GradState, _Params, _up, nll_risk
 from .groups import ParamGroups, parameter_groups
 
@@ -43,34 +41,18 @@ class InstanceGEffects:
                 for i, u, r, w in zip(self.index, self.unlearn, self.retain, self.weight)]
 
 
-def _row_mean(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(w.dtype)
-    return (w * m).sum(-1) / m.sum(-1).clamp(min=1)
-
-
 def instance_weights(objective, model, batch: dict, ref=None) -> torch.Tensor:
-    """The objective's per-sample weight on ∇log p(s) (see module docstring), shape (B,), detached."""
+    """The objective's per-sample weight on ∇log p(s) (`Objective.instance_weights`), shape (B,), detached.
+
+    An objective that does not define one raises `NoInstanceWeightsError` (never silent NaN weights)."""
     with torch.no_grad():
         slp = sequence_logprobs(model, batch)
-        cfg = objective.config
-        if isinstance(objective, GradientAscent):
-            return torch.ones(slp.sum.shape)
-        if isinstance(objective, NPO):
-            return npo_weights(slp.sum, ref.forget_logprobs(batch).sum, cfg.beta).float().cpu()
-        if isinstance(objective, SimNPO):
-            return (2 * torch.sigmoid(cfg.beta * slp.mean + cfg.beta * cfg.delta)).float().cpu()
-        if isinstance(objective, WGA):
-            return _row_mean(wga_weights(slp.token_logprobs, cfg.beta), slp.mask).float().cpu()
-        if isinstance(objective, TNPO):
-            ref_lp = ref.forget_logprobs(batch).token_logprobs
-            w = tnpo_weights(slp.token_logprobs, ref_lp, cfg.beta, cfg.alpha, cfg.eps)
-            return _row_mean(w, slp.mask).float().cpu()
-    return torch.full(slp.sum.shape, math.nan)
+        return objective.instance_weights(slp, batch, ref).detach().float().cpu()
 
 
 def risk_gradient(model, P: _Params, batches: Sequence[dict]) -> list[torch.Tensor]:
     """∇R(D) over the batches (token-weighted mean NLL), one tensor per grouped parameter, on the device."""
-    n = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+    n = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
     for b in batches:
         risk, n_b = nll_risk(model, b)
         (risk * (n_b / n)).backward(inputs=P.tensors)

@@ -43,13 +43,15 @@ Each loss is a pure tensor function (`npo_loss`, `simnpo_loss`, `dpo_loss`, `ga_
 A new objective: subclass `Objective`, give it a `Config` dataclass (fields made with `hp(default, help)`,
 checks in `__post_init__` via `self.require(name, ok, reason)`), write `forget_loss(model, batch, ref)`,
 and decorate it with `@register_objective("name")`; a variant with other defaults is `register_preset`.
+Also say what its per-sample G-effect weight is: `instance_weights(slp, batch, ref)`, or
+`instance_weights = no_instance_weights` when it has none (the base raises `NoInstanceWeightsError`).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .base import (Objective, ObjectiveConfig, UnlearnBatch, hp, make_config, register_objective,
-                   register_preset)
+from .base import (NoInstanceWeightsError, Objective, ObjectiveConfig, UnlearnBatch, hp, make_config,
+                   no_instance_weights, register_objective, register_preset)
 from .ga import GAConfig, GradientAscent, ga_loss
 from .idk import IdkDPO, IdkDPOConfig, IdkNLL, dpo_loss
 from .npo import NPO, NPOConfig, SimNPO, SimNPOConfig, npo_loss, npo_weights, simnpo_loss
@@ -71,6 +73,7 @@ def build_objective(name: str, config: Mapping[str, Any] | ObjectiveConfig | Non
 __all__ = [
     "OBJECTIVES", "Registry", "UnknownNameError", "build_objective",
     "Objective", "ObjectiveConfig", "UnlearnBatch", "hp", "make_config", "register_objective", "register_preset",
+    "NoInstanceWeightsError", "no_instance_weights",
     "ReferenceProvider", "FrozenModelReference", "DisabledAdapterReference", "CachedReference",
     "precompute_token_logprobs",
     "RETAIN_TERMS", "RetainTerm", "nll_loss", "kl_to_reference", "token_mean", "sequence_mean",

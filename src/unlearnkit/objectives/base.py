@@ -8,15 +8,26 @@ A subclass only writes `forget_loss` (calling the pure tensor functions of its m
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
 import torch
 
+from ..logprobs import SequenceLogprobs
+from ..names import did_you_mean
 from .registry import OBJECTIVES
 from .retain import NO_RETAIN, RETAIN_TERMS, retain_kinds
+
+
+class NoInstanceWeightsError(NotImplementedError):
+    """An objective that does not say what its per-sample G-effect weight is (see Objective.instance_weights)."""
+
+
+def no_instance_weights(objective: "Objective", slp: SequenceLogprobs, batch: dict, ref) -> torch.Tensor:
+    """NaN weights: set as `instance_weights = no_instance_weights` by objectives that have no such weight."""
+    return torch.full(slp.sum.shape, math.nan)
 
 
 def hp(default: Any, help: str) -> Any:
@@ -155,6 +166,21 @@ class Objective:
     def forget_loss(self, model, batch: UnlearnBatch, ref) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError(f"{type(self).__name__} must implement forget_loss (src/unlearnkit/objectives/)")
 
+    def instance_weights(self, slp: SequenceLogprobs, batch: dict, ref) -> torch.Tensor:
+        """The per-sample weight w(s) with which the forget term moves θ along −w(s)·∇log p(s), shape (B,).
+
+        `slp` is the current model's `sequence_logprobs` of the forget batch `batch` (no grad); `ref` the
+        reference provider. The per-instance G-effect colours its scatter with it. Each objective family says
+        what its weight is; one whose update is no weighting of ∇log p(s) (RMU, DPO-style) sets
+        `instance_weights = no_instance_weights`. The base raises, so a new objective is never silently NaN.
+        """
+        raise NoInstanceWeightsError(
+            f"objective {self.name!r} ({type(self).__name__}) does not define instance_weights, which the "
+            f"per-instance G-effect needs: implement `instance_weights(self, slp, batch, ref)` in its class (the "
+            f"per-sample weight on ∇log p(s)), or set `instance_weights = no_instance_weights` (from "
+            f"unlearnkit.objectives.base) if its update is not a weighting of ∇log p(s); or run the G-effect "
+            f"with per_instance=false")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
 
@@ -164,8 +190,7 @@ def make_config(config_cls: type[ObjectiveConfig], values: Mapping[str, Any], ow
     known = [f.name for f in fields(config_cls)]
     unknown = [k for k in values if k not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ";"
+        hint = did_you_mean(unknown[0], known)
         raise ValueError(f"objective {owner!r} has no hyper-parameter {unknown[0]!r}{hint} known: {', '.join(known)}")
     return config_cls(**dict(values))
 

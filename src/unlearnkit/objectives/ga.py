@@ -57,6 +57,10 @@ class GradientAscent(Objective):
         slp = sequence_logprobs(model, batch.forget)
         return ga_loss(slp.token_logprobs, slp.mask, self.config.reduction), {}
 
+    def instance_weights(self, slp, batch, ref):
+        """1: every forget sample's ∇log p is ascended alike."""
+        return torch.ones_like(slp.sum)
+
 
 register_preset("grad_diff", GradientAscent, "GradDiff: gradient ascent on forget + NLL on retain (TOFU, Maini et al. "
                 "2024, arXiv 2401.06121). L = γ·L_GA + α·NLL_retain.", class_name="GradDiff", retain="nll")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..logprobs import sequence_logprobs
-from .base import Objective, ObjectiveConfig, hp, register_objective
+from .base import Objective, ObjectiveConfig, hp, no_instance_weights, register_objective
 from .reduce import row_mean
 from .retain import nll_loss
 
@@ -38,6 +38,8 @@ class IdkNLL(Objective):
     Config = ObjectiveConfig
     paper = "Maini et al. 2024 (TOFU), arXiv 2401.06121"
     needs_idk = True
+
+    instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 
     def forget_loss(self, model, batch, ref):
         slp = sequence_logprobs(model, batch.idk)
@@ -61,6 +63,8 @@ class IdkDPO(Objective):
     paper = "Rafailov et al. 2023, arXiv 2305.18290; TOFU IdK-DPO (Maini et al. 2024)"
     forget_needs_reference = True
     needs_idk = True
+
+    instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 
     def forget_loss(self, model, batch, ref):
         n_f, n_i = batch.forget["input_ids"].shape[0], batch.idk["input_ids"].shape[0]

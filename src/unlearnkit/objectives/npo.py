@@ -70,6 +70,10 @@ class NPO(Objective):
                 "npo_weight": npo_weights(slp.sum, ref_sum, beta).mean().item()}
         return npo_loss(slp.sum, ref_sum, beta), logs
 
+    def instance_weights(self, slp, batch, ref):
+        """2p^β/(p^β+p_ref^β): NPO's adaptive weight on log p(s) (summed over the answer)."""
+        return npo_weights(slp.sum, ref.forget_logprobs(batch).sum, self.config.beta)
+
 
 @dataclass
 class SimNPOConfig(ObjectiveConfig):
@@ -91,3 +95,8 @@ class SimNPO(Objective):
     def forget_loss(self, model, batch, ref):
         slp = sequence_logprobs(model, batch.forget)
         return simnpo_loss(slp.mean, self.config.beta, self.config.delta), {"forget_nll": (-slp.mean).mean().item()}
+
+    def instance_weights(self, slp, batch, ref):
+        """2σ(β·mean log p + βδ): SimNPO's weight, reference-free and length-normalised."""
+        cfg = self.config
+        return 2 * torch.sigmoid(cfg.beta * slp.mean + cfg.beta * cfg.delta)

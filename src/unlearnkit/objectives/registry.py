@@ -13,8 +13,9 @@ raises `UnknownNameError`, which is both a `KeyError` and a `ValueError`, so cal
 """
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Generic, Iterator, TypeVar
+
+from ..names import did_you_mean
 
 T = TypeVar("T")
 
@@ -56,8 +57,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except (KeyError, TypeError):
             pass
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ";"
+        hint = did_you_mean(name, self._entries)
         raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} available: {', '.join(self.names())}")
 
     def names(self) -> list[str]:

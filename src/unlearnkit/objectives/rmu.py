@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..logprobs import IGNORE
-from .base import Objective, ObjectiveConfig, hp, register_objective
+from .base import Objective, ObjectiveConfig, hp, no_instance_weights, register_objective
 from .reference import block_output
 from .reduce import row_mean, sequence_mean
 from .retain import RETAIN_TERMS, RetainTerm
@@ -81,6 +81,8 @@ class RMU(Objective):
 
     Config = RMUConfig
     paper = "Li et al. 2024 (WMDP), arXiv 2403.03218"
+
+    instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 
     def forget_loss(self, model, batch, ref):
         cfg = self.config

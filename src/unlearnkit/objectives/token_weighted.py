@@ -23,7 +23,7 @@ import torch
 
 from ..logprobs import sequence_logprobs
 from .base import Objective, ObjectiveConfig, hp, register_objective, register_preset
-from .reduce import token_mean
+from .reduce import sequence_mean, token_mean
 
 
 def weighted_logprob_loss(token_logprobs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -70,6 +70,10 @@ class WGA(Objective):
         w = wga_weights(slp.token_logprobs, self.config.beta)
         return weighted_logprob_loss(slp.token_logprobs, w, slp.mask), {"weight_mean": token_mean(w, slp.mask).item()}
 
+    def instance_weights(self, slp, batch, ref):
+        """The mean of the token weights p_i^β over the answer."""
+        return sequence_mean(wga_weights(slp.token_logprobs, self.config.beta), slp.mask)
+
 
 @dataclass
 class TNPOConfig(ObjectiveConfig):
@@ -98,6 +102,12 @@ class TNPO(Objective):
         ref_lp = ref.forget_logprobs(batch.forget).token_logprobs
         w = tnpo_weights(slp.token_logprobs, ref_lp, cfg.beta, cfg.alpha, cfg.eps)
         return weighted_logprob_loss(slp.token_logprobs, w, slp.mask), {"weight_mean": token_mean(w, slp.mask).item()}
+
+    def instance_weights(self, slp, batch, ref):
+        """The mean of the TNPO (or WTNPO) token weights over the answer."""
+        cfg = self.config
+        w = tnpo_weights(slp.token_logprobs, ref.forget_logprobs(batch).token_logprobs, cfg.beta, cfg.alpha, cfg.eps)
+        return sequence_mean(w, slp.mask)
 
 
 register_preset("wtnpo", TNPO, "Weighted TNPO: TNPO weight times p^α (α = 1.5, β = 4), G-effect paper "

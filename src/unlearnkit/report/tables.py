@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..markdown import markdown_table
 from .collect import RunRecord
 
 MISSING = "–"
@@ -47,13 +48,11 @@ class Table:
     text_columns: int = 1  # the first N columns are left-aligned text, the rest right-aligned numbers
 
     def to_markdown(self) -> str:
-        cell = md_escape
-        aligns = ["---" if i < self.text_columns else "---:" for i in range(len(self.headers))]
         lines = [f"### {self.title}", ""]
         if self.note:
             lines += [self.note, ""]
-        lines += ["| " + " | ".join(cell(h) for h in self.headers) + " |", "| " + " | ".join(aligns) + " |"]
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
+        lines.append(markdown_table([md_escape(h) for h in self.headers],
+                                    [[md_escape(c) for c in row] for row in self.rows], self.text_columns))
         return "\n".join(lines) + "\n"
 
 

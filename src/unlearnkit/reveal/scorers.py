@@ -17,11 +17,11 @@ registered by name and built with `get_scorer(name, **kwargs)`:
 from __future__ import annotations
 
 import ast
-import difflib
 import math
 import re
 from typing import Callable, Protocol, Sequence
 
+from ..names import did_you_mean
 from .target import Target
 
 
@@ -58,9 +58,8 @@ def get_scorer(name: str, **kwargs) -> Scorer:
             raise ValueError("scorer name 'hf:' needs a model id, e.g. 'hf:s-nlp/roberta_toxicity_classifier'")
         return HFClassifierScorer(model_id, **kwargs)
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown scorer {name!r}.{hint} Available: {', '.join(available_scorers())}")
+        raise ValueError(f"unknown scorer {name!r}{did_you_mean(name, _REGISTRY)} "
+                         f"available: {', '.join(available_scorers())}")
     return _REGISTRY[name](**kwargs)
 
 

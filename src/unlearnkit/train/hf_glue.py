@@ -9,7 +9,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from ..precision import resolve_precision
 from ..runs import RunDir, clean_stale_temps, save_model_atomically  # noqa: F401  (re-exported for the trainers)
-from ..runs import last_checkpoint
+from ..runs import checkpoint_step, last_checkpoint
 from .checkpoints import clean_staging
 
 
@@ -139,7 +139,8 @@ def resume_point(run: RunDir, clean: bool = True) -> Path | None:
 
 
 def step_of(checkpoint: Path | None) -> int:
-    return int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
+    """The step a resume starts from: N of a `step-N` checkpoint (runs.checkpoint_step), 0 for a fresh run."""
+    return checkpoint_step(checkpoint.name) if checkpoint is not None else 0
 
 
 def planned_steps(trainer) -> int:

@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from ..data.collate import PromptFormat
 from ..precision import autocast, resolve_precision
-from ..runs import RunDir, last_checkpoint, open_run, write_json
+from ..runs import RunDir, checkpoint_step, last_checkpoint, list_checkpoints, open_run, write_json
 from .auto_alpha import AutoAlphaResult, auto_alpha
 from .extrapolate import extrapolate_checkpoint, extrapolate_state_dict
 
@@ -72,7 +72,7 @@ def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> Unle
     if checkpoint and checkpoint != "final":
         theta_un = run.checkpoints / checkpoint
         if not theta_un.is_dir():
-            found = ", ".join(p.name for p in sorted(run.checkpoints.glob("step-*"))) or "none"
+            found = ", ".join(p.name for _, p in list_checkpoints(run.checkpoints)) or "none"
             raise FileNotFoundError(f"{run.path}: checkpoint={checkpoint!r} is not in {run.checkpoints} "
                                     f"(saved: {found}); pass checkpoint=final or one of them")
     elif (run.path / "model").is_dir():
@@ -158,10 +158,8 @@ def resolve_checkpoints(run_dir: str | Path, names: Sequence[str]) -> list[str]:
     """Checkpoint names to search: 'final', 'step-N', or 'all' (every saved step-N, then final)."""
     names = [n.strip() for n in names if n.strip()] or ["final"]
     if "all" in names:
-        steps = sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if p.name[5:].isdigit()),
-                       key=lambda p: int(p.name[5:]))
-        names = [p.name for p in steps] + ["final"]
-    bad = [n for n in names if n != "final" and not (n.startswith("step-") and n[5:].isdigit())]
+        names = [p.name for _, p in list_checkpoints(Path(run_dir) / "checkpoints")] + ["final"]
+    bad = [n for n in names if n != "final" and checkpoint_step(n) is None]
     if bad:
         raise ValueError(f"checkpoint={bad[0]!r}: expected final, step-N, a comma list of them, or all")
     return list(dict.fromkeys(names))
