@@ -97,8 +97,9 @@ def block_output(model, batch: dict, layer: int) -> torch.Tensor:
     if isinstance(model, torch.nn.parallel.DistributedDataParallel) and torch.is_grad_enabled():
         # DDP expects a gradient for every parameter its forward's outputs reach (the blocks after ℓ and the
         # LM head); a loss on the hooked activation alone leaves theirs missing and the gradient all-reduce
-        # incomplete. A zero-weighted tie to the logits gives them exact zeros and keeps the sum unchanged.
-        return captured[0] + 0.0 * outputs.logits.float().mean()
+        # incomplete. A zero-weighted tie to one logit puts every parameter in the graph (that logit depends on
+        # all of them) with an exact-zero gradient, without reducing (or copying) the full-vocabulary logits.
+        return captured[0] + 0.0 * outputs.logits[..., :1, :1].sum()
     return captured[0]
 
 
