@@ -162,6 +162,16 @@ def last_checkpoint(checkpoints_dir: str | Path) -> Path | None:
     return cks[-1][1] if cks else None
 
 
+def find_eval_file(path: str | Path, name: str, *alternatives: str) -> Path:
+    """`path` itself when it is not a folder; for a run folder the first existing of `eval/<name>`, `<name>`
+    and `alternatives` inside it, else `eval/<name>` (so the caller's missing-file error names where it goes)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    cands = [path / "eval" / name, path / name, *(path / a for a in alternatives)]
+    return next((c for c in cands if c.is_file()), cands[0])
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

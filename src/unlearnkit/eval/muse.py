@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from ..data.collate import IGNORE, PromptFormat
 from ..data.muse import load_muse
@@ -66,10 +66,9 @@ class MuseOracleStats:
 
     @classmethod
     def load(cls, path: str | Path) -> "MuseOracleStats":
-        path = Path(path)
-        if path.is_dir():
-            path = next((c for c in (path / "eval" / ORACLE_STATS_FILE, path / ORACLE_STATS_FILE) if c.is_file()),
-                        path / "eval" / ORACLE_STATS_FILE)
+        from ..runs import find_eval_file
+
+        path = find_eval_file(path, ORACLE_STATS_FILE)
         if not path.is_file():
             raise FileNotFoundError(
                 f"oracle={str(path)!r}: no such file. Produce it once from the retain model's run: `unlearnkit "

@@ -72,10 +72,9 @@ class OracleStats:
     @classmethod
     def load(cls, path: str | Path) -> "OracleStats":
         """An `oracle_stats.json`, a run dir holding `eval/oracle_stats.json`, or open-unlearning's TOFU_EVAL.json."""
-        path = Path(path)
-        if path.is_dir():
-            cand = [path / "eval" / ORACLE_STATS_FILE, path / ORACLE_STATS_FILE, path / "TOFU_EVAL.json"]
-            path = next((c for c in cand if c.is_file()), cand[0])
+        from ..runs import find_eval_file
+
+        path = find_eval_file(path, ORACLE_STATS_FILE, "TOFU_EVAL.json")
         if not path.is_file():
             raise OracleStatsMissing(f"oracle_stats={str(path)!r}: no such file. " + missing_message("<forget split>"))
         try:
