@@ -152,12 +152,16 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 SUBCOMMANDS = {"eval": (add_eval_arguments, run_eval)}
 
 
-def _plugins() -> dict:
-    """`vs_open_unlearning_<name>.py` modules beside this file that define `add_arguments` and `run`."""
+def _plugins(folder: Path = HERE) -> dict:
+    """`vs_open_unlearning_<name>.py` modules in `folder` that define `add_arguments` and `run`."""
     found = {}
-    sys.path.insert(0, str(HERE))
-    for path in sorted(HERE.glob("vs_open_unlearning_*.py")):
-        mod = importlib.import_module(path.stem)
+    sys.path.insert(0, str(folder))
+    for path in sorted(folder.glob("vs_open_unlearning_*.py")):
+        try:
+            mod = importlib.import_module(path.stem)
+        except Exception as err:  # a broken plug-in must not take `eval` down with it
+            print(f"[vs_open_unlearning] skipping {path.name}: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
         if hasattr(mod, "add_arguments") and hasattr(mod, "run"):
             found[path.stem.removeprefix("vs_open_unlearning_")] = (mod.add_arguments, mod.run)
     return found
