@@ -9,7 +9,8 @@ scoring, generation, writing), alternating tool by tool for `--repeat` rounds; t
 outputs side by side (`scripts/compare_open_unlearning.py`'s table) and every ratio. Both get the same thread
 count (`--threads`, default: the inherited OMP_NUM_THREADS), batch size, forget split and retain statistics
 (`--ou-retain`: the retain model's TOFU_EVAL.json for open-unlearning; `--uk-oracle`: the same model's unlearnkit
-run or oracle_stats.json; without them both skip forget quality and PrivLeak uses the reference AUC 0.5). `--limit N` evaluates the first N rows of every set in both tools (open-unlearning:
+run or oracle_stats.json; without them both skip forget quality and PrivLeak uses the reference AUC 0.5).
+`--limit N` evaluates the first N rows of every set in both tools (open-unlearning:
 `<dataset>.hf_args.split=train[:N]` on each of its dataset paths), for quick checks; say so when quoting it.
 
 Only ratios measured in one run mean anything: the machine's speed moves by tens of percent between runs.
