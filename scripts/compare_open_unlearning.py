@@ -92,26 +92,46 @@ def _row_diff(ou_entry: dict, uk_entry: dict, field: str, sign: int) -> tuple[fl
     return max(diffs), len(common)
 
 
+def agreement(ou: dict, uk: dict) -> list[dict]:
+    """One row per aggregate of `ROWS`: open-unlearning's value, unlearnkit's, |diff| (None when either side lacks
+    it) and the per-row (max |diff|, n) where both keep per-row values. `ou`: a TOFU_EVAL.json; `uk`: eval/tofu.json."""
+    rows = []
+    for ou_key, where, uk_key, field, sign in ROWS:
+        o, u = _find(ou, ou_key, where), uk["metrics"].get(uk_key)
+        ov = None if o is None else o.get("agg_value")
+        uv = None if u is None else u.get("value")
+        diff = abs(ov - uv) if ov is not None and uv is not None else None
+        per_row = _row_diff(o, u, field, sign) if field and o is not None and u is not None else None
+        rows.append({"aggregate": ou_key, "open_unlearning": ov, "unlearnkit": uv, "diff": diff, "rows": per_row})
+    return rows
+
+
+def worst_diff(rows: list[dict]) -> float:
+    """The largest aggregate |diff| (NaN differences, e.g. forget quality on a slice, are skipped)."""
+    return max((r["diff"] for r in rows if r["diff"] is not None and r["diff"] == r["diff"]), default=0.0)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'aggregate':<26} {'open-unlearning':>16} {'unlearnkit':>16} {'|diff|':>10}  rows: max |diff| (n)")
+    for r in rows:
+        if r["diff"] is None:
+            print(f"{r['aggregate']:<26} {'-' if r['open_unlearning'] is None else r['open_unlearning']!s:>16.16} "
+                  f"{'-' if r['unlearnkit'] is None else r['unlearnkit']!s:>16.16} {'n/a':>10}")
+            continue
+        row_txt = "" if r["rows"] is None else f"{r['rows'][0]:.2e} ({r['rows'][1]})"
+        print(f"{r['aggregate']:<26} {r['open_unlearning']!s:>16.16} {r['unlearnkit']!s:>16.16} "
+              f"{r['diff']:>10.2e}  {row_txt}")
+
+
 def compare(ou_path: Path, uk_path: Path, tol: float) -> int:
     ou = json.loads(ou_path.read_text())
     uk = json.loads(uk_path.read_text())
-    uk_metrics, settings = uk["metrics"], uk.get("settings", {})
+    settings = uk.get("settings", {})
     print(f"open-unlearning: {ou_path}\nunlearnkit:      {uk_path}  (masking={settings.get('masking')}, "
           f"template={settings.get('template')}, precision={settings.get('precision')})")
-    print(f"{'aggregate':<26} {'open-unlearning':>16} {'unlearnkit':>16} {'|diff|':>10}  rows: max |diff| (n)")
-    worst = 0.0
-    for ou_key, where, uk_key, field, sign in ROWS:
-        o, u = _find(ou, ou_key, where), uk_metrics.get(uk_key)
-        if o is None or u is None:
-            print(f"{ou_key:<26} {'-' if o is None else o.get('agg_value')!s:>16} "
-                  f"{'-' if u is None else u.get('value')!s:>16} {'n/a':>10}")
-            continue
-        ov, uv = o.get("agg_value"), u.get("value")
-        diff = abs(ov - uv) if ov is not None and uv is not None else float("nan")
-        worst = max(worst, diff) if diff == diff else worst
-        rows = _row_diff(o, u, field, sign) if field else None
-        row_txt = "" if rows is None else f"{rows[0]:.2e} ({rows[1]})"
-        print(f"{ou_key:<26} {ov!s:>16.16} {uv!s:>16.16} {diff:>10.2e}  {row_txt}")
+    rows = agreement(ou, uk)
+    print_table(rows)
+    worst = worst_diff(rows)
     print(f"largest aggregate |diff|: {worst:.2e} (tolerance {tol:g})")
     return 0 if worst <= tol else 1
 

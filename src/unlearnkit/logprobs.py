@@ -65,6 +65,43 @@ def model_forward(model, batch: dict, **kwargs):
     return model(input_ids=batch["input_ids"], use_cache=False, **extra, **kwargs)
 
 
+def supports_logits_to_keep(model) -> bool:
+    """Whether `model`'s forward takes HF's `logits_to_keep` (apply the LM head to the last k positions only)."""
+    check = getattr(model, "_supports_logits_to_keep", None)
+    return bool(check()) if callable(check) else False
+
+
+def answer_window_forward(model, batch: dict, **forward_kwargs):
+    """`model_forward` that applies the LM head only from the earliest position whose next label is scored.
+
+    Returns `(outputs, labels)` with `labels` cut to the same window, so `logprobs_from_logits(outputs.logits,
+    labels)` or `answer_index(labels)` give the same per-token values as on the full sequence: the prompt
+    positions' B×P×V logits are never computed (open-unlearning-style scoring spends a third of its LM-head work
+    and memory there). Models without `logits_to_keep` get the full forward and the full labels.
+    """
+    labels = batch["labels"]
+    scored = (labels[:, 1:] != IGNORE).any(0).nonzero()
+    start = int(scored[0]) if len(scored) else 0  # the logit at position s predicts label s + 1
+    if start > 0 and supports_logits_to_keep(model):
+        return model_forward(model, batch, logits_to_keep=labels.shape[1] - start, **forward_kwargs), labels[:, start:]
+    return model_forward(model, batch, **forward_kwargs), labels
+
+
+def answer_index(labels: torch.Tensor):
+    """The shift and mask of `logprobs_from_logits` as indices: `(mask, rows, cols, target)` where the logit at
+    `[rows[i], cols[i]]` predicts the scored label `target[i]`; row-major order (= `tensor[mask]` order)."""
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    rows, cols = mask.nonzero(as_tuple=True)
+    return mask, rows, cols, target[rows, cols]
+
+
+def label_logprobs(logit_rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log p(target) per row of (N, V) logits, in fp32: the per-row cross-entropy `logprobs_from_logits` uses
+    (same kernel, so the same values), without a log-softmax over positions that are not scored."""
+    return -F.cross_entropy(logit_rows.float(), target, reduction="none")
+
+
 def sequence_logprobs(model, batch: dict, return_outputs: bool = False, **forward_kwargs):
     """Answer-token log-probs of `batch` (keys input_ids, labels, attention_mask) under `model`.
 

@@ -83,3 +83,40 @@ def test_generation_batched_matches_single(tiny_model, tiny_tokenizer, records, 
     single = [generate_answers(tiny_model, tiny_tokenizer, [q], plain_format, max_new_tokens=6)[0] for q in qs[:3]]
     assert batched[:3] == single
     assert len(batched) == len(qs)
+
+
+def _full_vocab_scores(model, feats, pad_id):
+    """The pre-gathering computation: full-sequence logits, full B×T×V cross-entropy, (N, V) log-softmax."""
+    batch = pad_batch(feats, pad_id, "right")
+    slp, out = sequence_logprobs(model, batch, return_outputs=True)
+    sel = out.logits[:, :-1][slp.mask].float()
+    logp = torch.log_softmax(sel, -1)
+    m = (logp.exp() * logp).sum(-1)
+    var = (logp.exp() * logp.square()).sum(-1) - m.square()
+    return slp.token_logprobs[slp.mask], sel.argmax(-1), m, var.clamp(min=0).sqrt(), slp.mask.sum(-1).tolist()
+
+
+@torch.no_grad()
+def test_gathered_scores_equal_the_full_vocabulary_computation(tiny_model, tiny_tokenizer, records, plain_format,
+                                                               monkeypatch):
+    """Same values bit for bit (each operation is per row), with chunks of 7 rows, and the LM head applied only
+    from the first answer position on."""
+    import unlearnkit.eval.scoring as scoring
+
+    feats = [scoring.encode_feature(tiny_tokenizer, r.question, r.answer, plain_format) for r in records]
+    lps, argmax, mu, sigma, counts = _full_vocab_scores(tiny_model, feats, tiny_tokenizer.pad_token_id)
+    head_rows = []
+    hook = tiny_model.lm_head.register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[1]))
+    monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 7 * tiny_model.config.vocab_size)
+    try:
+        got = score_features(tiny_model, feats, tiny_tokenizer.pad_token_id, batch_size=64, token_stats=True)
+    finally:
+        hook.remove()
+    cat = {k: np.concatenate([getattr(s, k) for s in got]) for k in ("logprobs", "hits", "mu", "sigma", "labels")}
+    assert [s.n_tokens for s in got] == counts
+    assert np.array_equal(cat["logprobs"], lps.double().numpy())
+    assert np.array_equal(cat["mu"], mu.double().numpy()) and np.array_equal(cat["sigma"], sigma.double().numpy())
+    assert np.array_equal(cat["hits"], (argmax.numpy() == cat["labels"]))
+    first_answer = min(f["labels"].index(next(l for l in f["labels"] if l != -100)) for f in feats)
+    width = max(len(f["input_ids"]) for f in feats)
+    assert head_rows == [width - first_answer + 1]  # positions first_answer-1 … width-1

@@ -75,3 +75,17 @@ def test_rouge_l_recall_with_stemming():
     r = tm.rouge_l_recall(["The cats sat"], ["the cat sat on mats"])
     assert r.value == pytest.approx(0.6)
     assert tm.rouge_l_recall(["xyz"], ["abc def"]).value == 0.0
+
+
+def test_rouge_with_memoised_stems_equals_rouge_score_default():
+    from rouge_score import rouge_scorer
+
+    from unlearnkit.eval import tofu_metrics
+
+    plain = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    pairs = [("The author's novels were celebrated internationally", "Her novels are celebrated, internationally!"),
+             ("running runners ran quickly", "the runner runs quick"), ("", "something"), ("Ünïcode wörds 2024", "wörds")]
+    gens, refs = zip(*pairs)
+    want = [plain.score(r, g)["rougeL"].recall for g, r in pairs]
+    assert tofu_metrics.rouge_l_recall(list(gens), list(refs)).per_item == want
+    assert tofu_metrics._scorer()._tokenizer.stem.cache_info().hits > 0  # "novels", "celebrated", … stemmed once

@@ -2,8 +2,8 @@
 
 Every attack maps one scored sample to a **membership score, oriented so that higher = more likely a member**
 (e.g. −loss). AUC convention used throughout unlearnkit: members = the forget set (positives, label 1),
-non-members = the holdout set (label 0), `AUC = sklearn.metrics.roc_auc_score(labels, scores)`
-= P(score(member) > score(non-member)) + ½ P(tie). A model that still memorises the forget set has AUC → 1;
+non-members = the holdout set (label 0), AUC = P(score(member) > score(non-member)) + ½ P(tie)
+(`sklearn.metrics.roc_auc_score(labels, scores)`, which open-unlearning calls; counted exactly here, see `auc`). A model that still memorises the forget set has AUC → 1;
 the retain oracle (never saw either set) sits near 0.5.
 
 Inputs are per-token answer log-probs (the `token_logprobs` of `SequenceLogprobs` restricted to the mask),
@@ -15,7 +15,6 @@ import zlib
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from .result import MetricResult
 
@@ -86,9 +85,22 @@ def reference_scores(mean_lps: Sequence[float], ref_mean_lps: Sequence[float], m
     raise ValueError(f"mode={mode!r}: expected 'ratio' or 'difference'")
 
 
+def auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
+    """P(member > non-member) + ½ P(tie), counted over all pairs with two binary searches (Mann–Whitney U / n₁n₀):
+    the area under the ROC curve that `sklearn.metrics.roc_auc_score` integrates, without importing
+    scikit-learn (seconds of start-up for one number). The counts are integers, so the value is exact."""
+    if np.isnan(member_scores).any() or np.isnan(nonmember_scores).any():
+        raise ValueError("roc_auc: a membership score is NaN (a sample without scored tokens, or a NaN log-prob); "
+                         "check the scored sets")
+    h = np.sort(nonmember_scores)
+    below = np.searchsorted(h, member_scores, side="left")
+    ties = np.searchsorted(h, member_scores, side="right") - below
+    return (2 * int(below.sum()) + int(ties.sum())) / (2 * member_scores.size * h.size)
+
+
 def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float], name: str = "mia",
             member_index: Sequence[int] | None = None, nonmember_index: Sequence[int] | None = None) -> MetricResult:
-    """ROC AUC of membership scores (`sklearn.metrics.roc_auc_score`): members (forget) label 1, non-members
+    """ROC AUC of membership scores (`auc`, = `sklearn.metrics.roc_auc_score`): members (forget) label 1, non-members
     (holdout) label 0; ties count ½. `per_item` holds members' scores (keyed by `member_index` when given);
     non-members' scores go to `extra["holdout_value_by_index"]` (keyed by `nonmember_index`, default 0..n−1).
     Scores are oriented higher = member: open-unlearning's min-k score is the negative of unlearnkit's."""
@@ -96,12 +108,10 @@ def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float], n
     h = np.asarray(nonmember_scores, dtype=np.float64)
     if m.size == 0 or h.size == 0:
         raise ValueError(f"roc_auc({name}): need members and non-members, got {m.size} and {h.size}")
-    labels = np.r_[np.ones(m.size), np.zeros(h.size)]
-    scores = np.r_[m, h]
     h_index = range(h.size) if nonmember_index is None else nonmember_index
     extra = {"n_members": int(m.size), "n_nonmembers": int(h.size),
              "holdout_value_by_index": {str(i): float(v) for i, v in zip(h_index, h, strict=True)}}
-    return MetricResult(float(roc_auc_score(labels, scores)), f"{name}_auc[members=forget,label=1]", int(labels.size),
+    return MetricResult(auc(m, h), f"{name}_auc[members=forget,label=1]", int(m.size + h.size),
                         m.tolist(), extra=extra, index=member_index)
 
 

@@ -2,9 +2,9 @@
 
 `score_records` encodes each record's answer, paraphrased answer and perturbed answers, keeps all sequences of
 one question in the same batch (so truth-ratio terms come from one forward), sorts questions by length to cut
-padding, and from each forward keeps, per answer token: log p(label) (through `sequence_logprobs`, the single
-owner of the shift and mask), whether the argmax equals the label (exact memorisation, extraction strength),
-and optionally the mean/std of the vocabulary log-probs under the next-token distribution (min-k%++).
+padding, and from each forward keeps, per answer token: log p(label) (through `logprobs.answer_index` and
+`label_logprobs`, which own the shift and mask with `sequence_logprobs`), whether the argmax equals the label
+(exact memorisation, extraction strength), and optionally the mean/std of the vocabulary log-probs under the next-token distribution (min-k%++).
 Everything downstream (`tofu_metrics`, `mia`, `memorization`) is pure arithmetic on these `TokenScores`.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from ..data.collate import IGNORE, PromptFormat, encode_qa, pad_batch
 from ..data.records import QARecord
-from ..logprobs import sequence_logprobs
+from ..logprobs import answer_index, answer_window_forward, label_logprobs
 
 FIELDS = ("answer", "paraphrased", "perturbed")
 
@@ -97,11 +97,43 @@ def _pack(groups: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: i
     return batches
 
 
+#: elements of one chunk of gathered (rows × vocabulary) logits: bounds the fp32 temporaries of scoring
+CHUNK_ELEMENTS = 1 << 24
+
+
+def _gathered_scores(logits: torch.Tensor, labels: torch.Tensor, token_stats: bool):
+    """Per scored token, from the logits of one batch: log p(label), argmax == label, label id, and (with
+    `token_stats`) mean/std of the vocabulary log-probs. Only the scored positions are gathered, `CHUNK_ELEMENTS`
+    at a time, so neither a B×T×V log-softmax nor an N×V copy of all scored rows is ever materialised; every
+    operation is per row, so the values equal those of the full-tensor computation."""
+    mask, rows, cols, target = answer_index(labels)
+    step = max(1, CHUNK_ELEMENTS // logits.shape[-1])
+    parts: dict[str, list] = {"lps": [], "hits": [], "mu": [], "sigma": []}
+    for a in range(0, len(rows), step):
+        x = logits[rows[a:a + step], cols[a:a + step]].float()
+        t = target[a:a + step]
+        parts["lps"].append(label_logprobs(x, t))
+        parts["hits"].append(x.argmax(-1) == t)
+        if token_stats:
+            logp = torch.log_softmax(x, dim=-1)
+            p = logp.exp()
+            m = (p * logp).sum(-1)
+            parts["mu"].append(m)
+            parts["sigma"].append(((p * logp.square()).sum(-1) - m.square()).clamp(min=0).sqrt())
+    if not len(rows):  # nothing scored in this batch: empty arrays of the right kinds
+        parts = {k: [torch.zeros(0, dtype=torch.bool if k == "hits" else torch.float32)]
+                 for k in ("lps", "hits") + (("mu", "sigma") if token_stats else ())}
+    out = {k: torch.cat(v).cpu().numpy() if k == "hits" else torch.cat(v).double().cpu().numpy()
+           for k, v in parts.items() if v}
+    return mask.sum(-1).tolist(), out, target.cpu().numpy()
+
+
 @torch.no_grad()
 def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int = 32,
                    groups: Sequence[Sequence[int]] | None = None, token_stats: bool = False) -> list[TokenScores]:
     """Score pre-encoded sequences (`input_ids`, `labels`) in right-padded batches of ≤ `batch_size` sequences
-    (a group larger than that gets its own batch). Returns one `TokenScores` per feature, in input order."""
+    (a group larger than that gets its own batch). Returns one `TokenScores` per feature, in input order.
+    The LM head runs only from the batch's first answer position on (`answer_window_forward`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be ≥ 1")
     groups = [[i] for i in range(len(features))] if groups is None else groups
@@ -114,26 +146,15 @@ def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int
         for idx in _pack(groups, lengths, batch_size):
             batch = pad_batch([features[i] for i in idx], pad_id, "right")
             batch = {k: v.to(device) for k, v in batch.items()}
-            slp, outputs = sequence_logprobs(model, batch, return_outputs=True)
-            mask = slp.mask
-            sel = outputs.logits[:, :-1][mask].float()  # (N, V): only answer positions
-            labels = batch["labels"][:, 1:][mask]
-            hits = (sel.argmax(-1) == labels).cpu().numpy()
-            label_ids = labels.cpu().numpy()
-            lps = slp.token_logprobs[mask].double().cpu().numpy()
-            mu = sigma = None
-            if token_stats:
-                logp = torch.log_softmax(sel, dim=-1)
-                p = logp.exp()
-                m = (p * logp).sum(-1)
-                var = (p * logp.square()).sum(-1) - m.square()
-                mu, sigma = m.double().cpu().numpy(), var.clamp(min=0).sqrt().double().cpu().numpy()
-            counts = mask.sum(-1).tolist()
+            outputs, labels = answer_window_forward(model, batch)
+            counts, got, label_ids = _gathered_scores(outputs.logits, labels, token_stats)
+            del outputs
             start = 0
             for i, c in zip(idx, counts):
                 s = slice(start, start + c)
-                out[i] = TokenScores(lps[s], hits[s], None if mu is None else mu[s], None if sigma is None else sigma[s],
-                                     label_ids[s], bool(features[i].get("eos_last", False)))
+                mu, sigma = (got[k][s] if k in got else None for k in ("mu", "sigma"))
+                out[i] = TokenScores(got["lps"][s], got["hits"][s], mu, sigma, label_ids[s],
+                                     bool(features[i].get("eos_last", False)))
                 start += c
     finally:
         if was_training:
