@@ -28,7 +28,7 @@ def test_collect_reads_every_run_and_nothing_else(run_tree):
                             "failed-dddd0004", "reveal-eeee0005"])
     by = {r.name: r for r in records}
     ga = by["ga-lr1e-05-aaaa0001"]
-    assert ga.method == "ga" and ga.split == "forget01" and ga.status == "done"
+    assert ga.method == "ga" and ga.split == "forget01" and ga.status == "finished"
     assert ga.metric("tofu", "forget_quality") == pytest.approx(1.2e-5)
     assert len(ga.log) == 5  # the half-written last line is skipped
     assert len(ga.geffect) == 18
