@@ -141,10 +141,10 @@ def test_leaderboard_markdown_escapes_hostile_names(tmp_path):
     runs = [RunRecord(path=Path(tmp_path / f"{evil}[a](javascript:alert(2))"), kind="unlearn",
                       config={"method": "npo<script>alert(3)</script>", "lr": 1e-5, "params": {"beta": "a|b\nc"}},
                       inputs={"method": "npo<script>alert(3)</script>\n| injected | row |", "forget": "tofu:forget01"},
-                      metrics={"tofu": {"forget_quality": 0.5}, "s`<b>|": {"m": 1.0}}, status="done"),
+                      metrics={"tofu": {"forget_quality": 0.5}, "s`<b>|": {"m": 1.0}}, status="finished"),
             RunRecord(path=Path(tmp_path / "plain"), kind="unlearn", config={"method": "ga", "lr": 2e-5,
                                                                               "params": {"beta": "d"}},
-                      metrics={"tofu": {"forget_quality": 0.1}}, status="done")]
+                      metrics={"tofu": {"forget_quality": 0.1}}, status="finished")]
     md = markdown(runs, title="Report <b>bold</b>")
     assert "<" not in md and ">" not in md.replace("→", "")   # no tag survives anywhere
     assert not re.search(r"(?<!\\)\]\(javascript", md) and "\\[a\\](javascript" in md   # no live link

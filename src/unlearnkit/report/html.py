@@ -41,6 +41,9 @@ CAPTIONS = {
     "training": "Training curves from each run's log.jsonl, one row of panels per run kind and unlearning method "
                 "(each on its own scale: fine-tuning, GA and NPO losses differ by orders of magnitude).",
     "geffect": "G-effects against training step (geffect/geffect.csv).",
+    "muse_requests": "MUSE scalability (forget sets of growing size, each unlearned from the same model) and "
+                     "sustainability (requests one after another, each from the previous request's model): KnowMem "
+                     "retain should hold while KnowMem forget and VerbMem fall.",
     "reveal": "Reveal-and-Release: mean reveal score and self-generated forget rows per round (hollow: the round that stopped the loop).",
 }
 

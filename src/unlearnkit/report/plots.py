@@ -6,6 +6,7 @@ has the data it needs.
 * `plot_training`        loss terms, grad norm and learning rate against step (log.jsonl), a row per kind / method
 * `plot_geffect`         G-effects e_u / e_r against step (geffect/geffect.csv), one line per run (and group)
 * `plot_reveal`          Reveal-and-Release: mean reveal score and forget-set size per round, one line per run
+* `plot_muse_requests`   MUSE scalability / sustainability: KnowMem and VerbMem against forget size / request number
 """
 from __future__ import annotations
 
@@ -246,8 +247,83 @@ def plot_reveal(records: list[RunRecord], out: str | Path) -> Optional[Path]:
     return _save(fig, Path(out))
 
 
+MUSE_REQUEST_METRICS = (("knowmem_retain/rouge_l_f1", "KnowMem retain ↑ (utility)"),
+                        ("knowmem_forget/rouge_l_f1", "KnowMem forget ↓"), ("verbmem_forget/rouge_l_f1", "VerbMem ↓"))
+
+
+def _model_run(r: RunRecord) -> Optional[Path]:
+    """The run directory whose final model (`<run>/model` or `<run>/adapter`) this unlearning run started from
+    (`inputs.theta_ini`: the resolved absolute path unlearn records; else the configured `model`)."""
+    model = str(r.inputs.get("theta_ini") or r.config.get("model") or "")
+    p = Path(model)
+    return p.parent.resolve() if model and p.name in ("model", "adapter") else None
+
+
+def muse_request_series(records: list[RunRecord]) -> dict[str, dict[str, list[tuple[float, RunRecord]]]]:
+    """MUSE scalability and sustainability (Shi et al. 2024, criteria 5 and 6) from unlearning runs with MUSE
+    metrics, as {"scalability" | "sustainability": {line label: [(x, run), ...] sorted by x}}:
+
+    * sustainability — chains of requests, each run starting from the previous request's model (a sweep's
+      `model: "{run:i}/model"`): x = the request number (1 for the run that started from a model no unlearning
+      run wrote), one line per chain;
+    * scalability — runs that each start from that first model (request 1), per method: x = the forget-set size
+      in documents (`inputs.n_forget`), drawn when a method has at least two sizes.
+    """
+    muse = [r for r in records if r.kind == "unlearn" and "muse" in r.metrics]
+    by_path = {r.path.resolve(): r for r in muse}
+    parent = {r.path.resolve(): by_path.get(_model_run(r)) for r in muse}
+    children: dict[Path, list[RunRecord]] = {}
+    for r in muse:
+        if parent[r.path.resolve()] is not None:
+            children.setdefault(parent[r.path.resolve()].path.resolve(), []).append(r)
+    roots = [r for r in muse if parent[r.path.resolve()] is None]
+    sust: dict[str, list[tuple[float, RunRecord]]] = {}
+    for root in roots:
+        chain, cur = [root], root
+        while len(children.get(cur.path.resolve(), [])) == 1:
+            cur = children[cur.path.resolve()][0]
+            chain.append(cur)
+        if len(chain) > 1:
+            sust[f"{root.method}: {root.name}"[:40]] = [(float(i), r) for i, r in enumerate(chain, start=1)]
+    scal: dict[str, list[tuple[float, RunRecord]]] = {}
+    for r in roots:
+        n = r.inputs.get("n_forget")
+        if _finite(n):
+            scal.setdefault(r.method, []).append((float(n), r))
+    scal = {m: sorted(v, key=lambda t: t[0]) for m, v in scal.items() if len({x for x, _ in v}) > 1}
+    return {k: v for k, v in (("scalability", scal), ("sustainability", sust)) if v}
+
+
+def plot_muse_requests(records: list[RunRecord], out: str | Path) -> Optional[Path]:
+    """KnowMem retain (utility), KnowMem forget and VerbMem against forget-set size (scalability) and request
+    number (sustainability); dotted: the model the first request started from, when it was evaluated."""
+    series = muse_request_series(records)
+    if not series:
+        return None
+    by_path = {r.path.resolve(): r for r in records}
+    plt = _plt()
+    n = len(MUSE_REQUEST_METRICS)
+    fig, axes = plt.subplots(len(series), n, figsize=(4.3 * n, 3.4 * len(series)), constrained_layout=True,
+                             squeeze=False)
+    for row, (kind, lines) in zip(axes, series.items()):
+        for ax, (key, title) in zip(row, MUSE_REQUEST_METRICS):
+            for i, (label, pts) in enumerate(lines.items()):
+                xy = [(x, r.metric("muse", key)) for x, r in pts if _finite(r.metric("muse", key))]
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker=MARKERS[i % len(MARKERS)], label=label)
+                start = by_path.get(_model_run(pts[0][1]))
+                if start is not None and _finite(start.metric("muse", key)):
+                    ax.axhline(start.metric("muse", key), color="grey", ls=":", lw=1)
+            ax.set_xlabel("forget set size (documents)" if kind == "scalability" else "unlearning request")
+            ax.set_title(f"{kind}: {title}", fontsize=10)
+            ax.grid(True, alpha=0.3)
+        if len(lines) <= MAX_LEGEND:
+            row[0].legend(fontsize=7)
+    fig.suptitle("MUSE scalability / sustainability (dotted: the model before the first request)")
+    return _save(fig, Path(out))
+
+
 PLOTS = {"fq_vs_mu": plot_fq_vs_mu, "alpha_curves": plot_alpha_curves, "training": plot_training,
-         "geffect": plot_geffect, "reveal": plot_reveal}
+         "geffect": plot_geffect, "reveal": plot_reveal, "muse_requests": plot_muse_requests}
 
 
 def all_plots(records: list[RunRecord], out_dir: str | Path) -> dict[str, Path]:
