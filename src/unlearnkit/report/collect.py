@@ -9,9 +9,11 @@ Everything is read from disk; nothing depends on the process that produced the r
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -143,11 +145,13 @@ def read_run(path: str | Path) -> RunRecord:
     return rec
 
 
-# What each command writes last, when it has finished (its summary): the run's "done" marker. The names are the
-# SUMMARY constants of train/finetune.py, train/unlearn.py and reveal/loop.py and the demo's extrapolation record
-# (report never imports train: tests/report/test_run_status.py checks that the names still agree).
+# What each command writes last, when it has finished (its summary): the run's "finished" marker. The names are
+# the SUMMARY constants of train/finetune.py, train/unlearn.py and reveal/loop.py, the demo's extrapolation record
+# and the related-knowledge experiment's files (report never imports train:
+# tests/report/test_report_status_alpha.py checks that the names still agree).
 FINISHED_MARKERS = {"finetune": "finetune.json", "unlearn": "unlearn.json", "reveal": "reveal.json",
-                    "extrapolate": "uipe.json"}
+                    "extrapolate": "uipe.json", "unlearn_continue": "continue.json",
+                    "experiment/related-knowledge": "results.json"}
 SWEEP_DONE, SWEEP_ERROR = "sweep_done.json", "sweep_error.json"
 LOCK_FILE = ".lock"   # runs.LOCK_NAME: flock-ed by the command writing the run
 
@@ -158,9 +162,6 @@ def lock_held(path: Path) -> bool:
     A shared, non-blocking flock on `.lock` fails only while another open file description holds the exclusive
     lock; a lock file left by a finished or killed command is not held (the kernel drops a dead process's locks).
     """
-    import fcntl
-    import os
-
     lock = path / LOCK_FILE
     if not lock.is_file():
         return False
