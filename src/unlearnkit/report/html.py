@@ -42,8 +42,9 @@ CAPTIONS = {
                 "(each on its own scale: fine-tuning, GA and NPO losses differ by orders of magnitude).",
     "geffect": "G-effects against training step (geffect/geffect.csv).",
     "muse_requests": "MUSE scalability (forget sets of growing size, each unlearned from the same model) and "
-                     "sustainability (requests one after another, each from the previous request's model): KnowMem "
-                     "retain should hold while KnowMem forget and VerbMem fall.",
+                     "sustainability (requests one after another, each from the previous request's model); star at "
+                     "0: the model before the first request. KnowMem retain should hold while KnowMem forget and "
+                     "VerbMem fall.",
     "reveal": "Reveal-and-Release: mean reveal score and self-generated forget rows per round (hollow: the round that stopped the loop).",
 }
 

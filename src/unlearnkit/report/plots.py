@@ -296,7 +296,7 @@ def muse_request_series(records: list[RunRecord]) -> dict[str, dict[str, list[tu
 
 def plot_muse_requests(records: list[RunRecord], out: str | Path) -> Optional[Path]:
     """KnowMem retain (utility), KnowMem forget and VerbMem against forget-set size (scalability) and request
-    number (sustainability); dotted: the model the first request started from, when it was evaluated."""
+    number (sustainability); a star at x = 0: the model the first request started from, when it was evaluated."""
     series = muse_request_series(records)
     if not series:
         return None
@@ -312,13 +312,16 @@ def plot_muse_requests(records: list[RunRecord], out: str | Path) -> Optional[Pa
                 ax.plot([x for x, _ in xy], [y for _, y in xy], marker=MARKERS[i % len(MARKERS)], label=label)
                 start = by_path.get(_model_run(pts[0][1]))
                 if start is not None and _finite(start.metric("muse", key)):
-                    ax.axhline(start.metric("muse", key), color="grey", ls=":", lw=1)
+                    ax.plot([0, xy[0][0]] if xy else [0], [start.metric("muse", key)] + [xy[0][1]] * bool(xy),
+                            ls=":", color="grey", lw=1)
+                    ax.scatter([0], [start.metric("muse", key)], marker="*", s=140, color="black", zorder=3,
+                               label=f"before: {start.name}"[:40] if i == 0 else None)
             ax.set_xlabel("forget set size (documents)" if kind == "scalability" else "unlearning request")
             ax.set_title(f"{kind}: {title}", fontsize=10)
             ax.grid(True, alpha=0.3)
         if len(lines) <= MAX_LEGEND:
             row[0].legend(fontsize=7)
-    fig.suptitle("MUSE scalability / sustainability (dotted: the model before the first request)")
+    fig.suptitle("MUSE scalability / sustainability (star at 0: the model before the first request)")
     return _save(fig, Path(out))
 
 
