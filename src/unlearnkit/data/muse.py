@@ -18,8 +18,9 @@ contains the one before) and `sust/forget_1..4` (pair-wise disjoint). The offlin
 so a spec can cut any document split into N equal, contiguous document sets with `part=`:
 `muse:news/raw/forget,part=2/4` is the second of 4 disjoint quarters (the `sust` stand-in) and `part=1-3/4`
 parts 1 to 3 together (the first three quarters: nested as k grows, the `scal` stand-in). Part k of N holds
-documents [⌊(k−1)·n/N⌋, ⌊k·n/N⌋) of the n rows kept (after `limit=`), so the N parts cover every document once.
-The hub's sets are cut by token count, these by document count: sizes match in expectation, not exactly.
+documents [⌊(k−1)·n/N⌋, ⌊k·n/N⌋) of the n rows kept (after `limit=`), so the N parts cover every document
+once. The parts are equal by document count, not by tokens, and smaller than the hub's sets (whose
+`scal/forget_1` is raw/forget itself, per the offline copy's SOURCE.md): the protocol's shape at a smaller scale.
 """
 from __future__ import annotations
 
