@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,24 @@ def test_idk_objectives_refuse_documents():
 
     with pytest.raises(DataError, match="no question"):
         idk_records(document_records(DOCS, "f"), ["I don't know."], seed=0)
+
+
+def test_muse_part_option_cuts_equal_disjoint_or_nested_document_sets(muse_folder, monkeypatch):
+    """`part=k/N`: the k-th of N contiguous document sets (the offline `sust` stand-in: disjoint, together every
+    document once); `part=a-b/N`: parts a..b (the `scal` stand-in: nested as b grows)."""
+    monkeypatch.setenv("UNLEARNKIT_MUSE_DIR", str(muse_folder))
+    texts = [r.answer for r in load_records("muse:news/raw/forget")]
+    n = len(texts)
+    parts = [[r.answer for r in load_records(f"muse:news/raw/forget,part={k}/2")] for k in (1, 2)]
+    assert parts[0] + parts[1] == texts and parts[0] and parts[1]               # disjoint, none lost, in order
+    assert len(parts[0]) == n // 2
+    nested = [[r.answer for r in load_records(f"muse:news/raw/forget,part=1-{b}/2")] for b in (1, 2)]
+    assert nested == [parts[0], texts]
+    # limit first, then part: the halves of the first 2 documents
+    assert [r.answer for r in load_records("muse:news/raw/forget,limit=2,part=2/2")] == texts[1:2]
+    assert muse_data.select_part(list(range(10)), (2, 3, 4)) == [2, 3, 4, 5, 6]   # ⌊10/4⌋=2 .. ⌊30/4⌋=7
+    for bad in ("0/2", "3/2", "2-1/4", "a/b", "1/0"):
+        with pytest.raises(DataError, match=f"part='{re.escape(bad)}' must be k/N"):
+            load_records(f"muse:news/raw/forget,part={bad}")
+    with pytest.raises(DataError, match="is empty; use fewer parts"):
+        load_records("muse:news/raw/forget,limit=1,part=1/2")

@@ -293,7 +293,7 @@ def test_sweep_end_to_end_killed_and_resumed(tiny_target, tmp_path):
     assert sorted((r["method"], float(r["config.lr"])) for r in rows) == [
         ("ga", 1e-4), ("ga", 3e-4), ("npo", 1e-4), ("npo", 3e-4)]
     for r in rows:
-        assert r["seed"] == "0" and r["status"] == "done"
+        assert r["seed"] == "0" and r["status"] == "finished"
         vals = [float(r[k]) for k in ("related/target/probability", "related/target/truth_ratio",
                                       "related/related/rouge_l_recall")]
         assert all(math.isfinite(v) for v in vals)

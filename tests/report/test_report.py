@@ -28,7 +28,7 @@ def test_collect_reads_every_run_and_nothing_else(run_tree):
                             "failed-dddd0004", "reveal-eeee0005"])
     by = {r.name: r for r in records}
     ga = by["ga-lr1e-05-aaaa0001"]
-    assert ga.method == "ga" and ga.split == "forget01" and ga.status == "done"
+    assert ga.method == "ga" and ga.split == "forget01" and ga.status == "finished"
     assert ga.metric("tofu", "forget_quality") == pytest.approx(1.2e-5)
     assert len(ga.log) == 5  # the half-written last line is skipped
     assert len(ga.geffect) == 18
@@ -141,10 +141,10 @@ def test_leaderboard_markdown_escapes_hostile_names(tmp_path):
     runs = [RunRecord(path=Path(tmp_path / f"{evil}[a](javascript:alert(2))"), kind="unlearn",
                       config={"method": "npo<script>alert(3)</script>", "lr": 1e-5, "params": {"beta": "a|b\nc"}},
                       inputs={"method": "npo<script>alert(3)</script>\n| injected | row |", "forget": "tofu:forget01"},
-                      metrics={"tofu": {"forget_quality": 0.5}, "s`<b>|": {"m": 1.0}}, status="done"),
+                      metrics={"tofu": {"forget_quality": 0.5}, "s`<b>|": {"m": 1.0}}, status="finished"),
             RunRecord(path=Path(tmp_path / "plain"), kind="unlearn", config={"method": "ga", "lr": 2e-5,
                                                                               "params": {"beta": "d"}},
-                      metrics={"tofu": {"forget_quality": 0.1}}, status="done")]
+                      metrics={"tofu": {"forget_quality": 0.1}}, status="finished")]
     md = markdown(runs, title="Report <b>bold</b>")
     assert "<" not in md and ">" not in md.replace("→", "")   # no tag survives anywhere
     assert not re.search(r"(?<!\\)\]\(javascript", md) and "\\[a\\](javascript" in md   # no live link

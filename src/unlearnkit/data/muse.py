@@ -12,10 +12,20 @@ A local folder in the same layout is read instead of the hub: `<folder>/<corpus>
 The folder is `source=` if given, else `$UNLEARNKIT_MUSE_DIR`, else `../shared/data/muse` next to the
 working directory (as for TOFU); a split missing there is asked of the hub, and when neither has it the
 `DataError` names both.
+
+Scalability and sustainability (MUSE's criteria 5 and 6) unlearn the hub's `scal/forget_1..4` (nested: each
+contains the one before) and `sust/forget_1..4` (pair-wise disjoint). The offline copy has only `raw/forget`,
+so a spec can cut any document split into N equal, contiguous document sets with `part=`:
+`muse:news/raw/forget,part=2/4` is the second of 4 disjoint quarters (the `sust` stand-in) and `part=1-3/4`
+parts 1 to 3 together (the first three quarters: nested as k grows, the `scal` stand-in). Part k of N holds
+documents [⌊(k−1)·n/N⌋, ⌊k·n/N⌋) of the n rows kept (after `limit=`), so the N parts cover every document
+once. The parts are equal by document count, not by tokens, and smaller than the hub's sets (whose
+`scal/forget_1` is raw/forget itself, per the offline copy's SOURCE.md): the protocol's shape at a smaller scale.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +121,46 @@ def parse_muse_spec(text: str) -> tuple[str, list[tuple[str, str]]]:
     return corpus, parts  # type: ignore[return-value]
 
 
+_PART = re.compile(r"^(\d+)(?:-(\d+))?/(\d+)$")
+
+
+def parse_part(spec: str, value: str | None) -> tuple[int, int, int] | None:
+    """The `part=k/N` or `part=a-b/N` option: (first, last, N) with 1 ≤ first ≤ last ≤ N, or None when absent."""
+    if value is None:
+        return None
+    m = _PART.match(value.strip())
+    first, last, n = (int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3))) if m else (0, 0, 0)
+    if not m or not 1 <= first <= last <= n:
+        raise DataError(f"{spec}: part={value!r} must be k/N (the k-th of N equal document sets, 1 ≤ k ≤ N) or "
+                        "a-b/N (parts a to b together), e.g. part=2/4 or part=1-3/4")
+    return first, last, n
+
+
+def select_part(rows: list, part: tuple[int, int, int]) -> list:
+    """Parts first..last of `rows` cut into N equal contiguous sets: rows[⌊(first−1)·n/N⌋ : ⌊last·n/N⌋]."""
+    first, last, n = part
+    lo, hi = (first - 1) * len(rows) // n, last * len(rows) // n
+    return rows[lo:hi]
+
+
 def muse_from_spec(where: str, opts: dict[str, str]) -> list[QARecord]:
-    """Records of a `muse:<corpus>/<config>/<split>[+<config>/<split>...][,source=...][,limit=N]` data spec;
-    `limit` keeps the first N rows of each part (a shortened corpus)."""
-    unknown = set(opts) - {"source", "limit"}
+    """Records of a `muse:<corpus>/<config>/<split>[+<config>/<split>...][,source=...][,limit=N][,part=k/N]` data
+    spec; `limit` keeps the first N rows of each split (a shortened corpus), `part` then keeps parts of each split
+    (see the module docstring: the offline stand-in for the `scal` / `sust` forget sets)."""
+    unknown = set(opts) - {"source", "limit", "part"}
     if unknown:
-        raise DataError(f"muse:{where}: unknown option(s) {sorted(unknown)}; known: source, limit")
+        raise DataError(f"muse:{where}: unknown option(s) {sorted(unknown)}; known: source, limit, part")
     limit = parse_limit(f"muse:{where}", opts.get("limit"))
+    part = parse_part(f"muse:{where}", opts.get("part"))
     corpus, parts = parse_muse_spec(where or "")
-    records = [r for config, split in parts
-               for r in load_muse(corpus, config, split, source=opts.get("source"), limit=limit)]
+    records = []
+    for config, split in parts:
+        rows = load_muse(corpus, config, split, source=opts.get("source"), limit=limit)
+        picked = select_part(rows, part) if part else rows
+        if not picked:
+            raise DataError(f"muse:{where}: part={opts['part']} of {len(rows)} rows of {config}/{split} is empty; "
+                            "use fewer parts or more rows (limit=)")
+        records += picked
     try:
         is_document_set(records)
     except DataError as exc:

@@ -12,6 +12,7 @@
       lr: [1.0e-5, 3.0e-5]
       params.beta: [0.1]
     # runs: [{method: ga, lr: 1.0e-5}, {method: npo, params: {beta: 0.1}}]   # or an explicit list
+    # runs: [{name: req1, forget: ...}, {name: req2, forget: ..., model: "{run:0}/model"}]  # a chain (see below)
     seeds: [0, 1]                     # each run once per seed (sets the config's `seed`); default: base's seed
     evaluate:                         # optional: `unlearnkit evaluate` settings (eval.command.EvaluateConfig)
       suite: tofu                     #   for each run after it finishes; run= and model= are filled in
@@ -28,6 +29,12 @@ Each run lives in `<out>/<readable name>-<hash8>`, where hash8 hashes the fully 
 `sweep_error.json` records a failure's traceback and the other runs go on. `<out>/sweep.json` lists every run.
 Runs go sequentially or in N spawned worker processes; `emit_commands` prints one independent shell command per
 run instead, for any scheduler (Slurm array jobs, GNU parallel, ...).
+
+Chains: in a `runs:` entry, `{run:i}` inside a string setting is the directory of entry i (an earlier one, same
+seed), so one run's output is the next one's input — MUSE's sustainability protocol unlearns request k from the
+model of request k−1 (`model: "{run:0}/model"`). The reference is resolved at planning, so the hash of a run
+covers its whole chain; a sweep with chains runs sequentially, in entry order, and a run whose input run failed
+fails too. A `runs:` entry may set `name:` (the readable part of its directory name).
 """
 from __future__ import annotations
 
@@ -164,10 +171,11 @@ class PlannedRun:
     config: dict              # the fully resolved config dataclass as a dict
     label: str                # where it came from: "grid {method: ga, lr: 0.0001}" or "runs[2]"
     seed: Any = None
+    after: tuple[int, ...] = ()   # indices of the runs whose directories its settings name ({run:i})
 
     def record(self) -> dict:
         return {"index": self.index, "name": self.name, "hash": self.hash, "dir": str(self.dir), "seed": self.seed,
-                "from": self.label}
+                "from": self.label, **({"after": list(self.after)} if self.after else {})}
 
 
 def _expand(d: dict) -> dict:
@@ -274,6 +282,31 @@ def check_evaluate(evaluate: dict) -> None:
         raise ConfigError(f"evaluate: {exc}") from None
 
 
+RUN_REF = re.compile(r"\{run:(\d+)\}")
+
+
+def resolve_run_refs(settings: Any, dirs: dict[int, PlannedRun], where: str) -> tuple[Any, set[int]]:
+    """`{run:i}` in every string of `settings` → the directory of runs entry i (planned before, same seed);
+    returns the new settings and the planned indices they name."""
+    used: set[int] = set()
+
+    def sub(m: re.Match) -> str:
+        i = int(m.group(1))
+        if i not in dirs:
+            raise ConfigError(f"{where}: {m.group(0)} names runs[{i}], which is not an earlier entry of `runs:`")
+        used.add(dirs[i].index)
+        return str(dirs[i].dir)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return RUN_REF.sub(sub, v) if isinstance(v, str) else v
+
+    return walk(settings), used
+
+
 def plan(spec: SweepConfig, out: str | Path | None = None) -> list[PlannedRun]:
     """Resolve and validate every run (nothing runs here): errors name the key and the grid entry / run."""
     cmd = COMMANDS.get(spec.command)
@@ -289,13 +322,16 @@ def plan(spec: SweepConfig, out: str | Path | None = None) -> list[PlannedRun]:
     base = _expand(dict(spec.base))
     seeds = list(spec.seeds) or [None]
     runs: list[PlannedRun] = []
-    for label, variation in _variations(spec):
+    by_entry: dict[Any, dict[int, PlannedRun]] = {}   # seed -> runs entry index -> its planned run
+    for entry, (label, variation) in enumerate(_variations(spec)):
+        given_name = variation.pop("name", None) if spec.runs else None
         for seed in seeds:
             where = label + (f" seed {seed}" if seed is not None else "")
             settings = _merge(base, _expand(variation))
             if seed is not None:
                 settings[cmd.seed_key] = seed
             settings.pop(cmd.run_key, None)
+            settings, after = resolve_run_refs(settings, by_entry.setdefault(seed, {}), where)
             try:
                 if cmd.check is not None:
                     cmd.check(settings)
@@ -305,11 +341,14 @@ def plan(spec: SweepConfig, out: str | Path | None = None) -> list[PlannedRun]:
             resolved = to_dict(cfg)
             h = config_hash(resolved, cmd.run_key)
             shown = {k: v for k, v in variation.items() if not spec.grid or len(spec.grid[k]) > 1}
-            name = readable_name(shown, resolved.get(cmd.seed_key), with_seed=len(seeds) > 1)
+            name = readable_name({"method": given_name} if given_name else shown, resolved.get(cmd.seed_key),
+                                 with_seed=len(seeds) > 1)
             run_dir = out / f"{name}-{h}"
             settings[cmd.run_key] = str(run_dir)
             resolved[cmd.run_key] = str(run_dir)
-            runs.append(PlannedRun(len(runs), name, h, run_dir, settings, resolved, where, resolved.get(cmd.seed_key)))
+            runs.append(PlannedRun(len(runs), name, h, run_dir, settings, resolved, where, resolved.get(cmd.seed_key),
+                                   tuple(sorted(after))))
+            by_entry[seed][entry] = runs[-1]
     seen: dict[str, str] = {}
     for r in runs:
         if r.hash in seen:
@@ -404,6 +443,9 @@ def run_sweep(spec: SweepConfig, *, workers: int | None = None, dry_run: bool = 
         if not runs:
             raise ValueError(f"--only {sorted(wanted)}: no such run (see --dry-run for the names)")
     workers = workers or spec.workers
+    if workers > 1 and any(r.after for r in runs):
+        echo("sweep: runs use {run:i} (a chain): running them sequentially, in order")
+        workers = 1
     todo = [r for r in runs if not is_done(r, evaluate)]
     status = {r.index: "skipped" for r in runs if r not in todo}
     for r in runs:

@@ -9,9 +9,11 @@ Everything is read from disk; nothing depends on the process that produced the r
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -41,7 +43,7 @@ class RunRecord:
     geffect: list[dict] = field(default_factory=list)
     alpha_search: Optional[dict] = None
     reveal: list[dict] = field(default_factory=list)   # Reveal-and-Release: rounds/round-<k>/round.json, by round
-    status: str = "unknown"  # done | failed | unknown (no sweep marker)
+    status: str = "unknown"  # finished | running | interrupted | diverged | failed | unknown (see `run_status`)
     error: Optional[str] = None
 
     @property
@@ -139,13 +141,69 @@ def read_run(path: str | Path) -> RunRecord:
     rec.reveal = read_reveal_rounds(path)
     if (path / ALPHA_SEARCH).is_file():
         rec.alpha_search = _read_json(path / ALPHA_SEARCH)
-    if (path / "sweep_done.json").is_file():
-        rec.status = "done"
-    elif (path / "sweep_error.json").is_file():
-        rec.status = "failed"
-        err = _read_json(path / "sweep_error.json") or {}
-        rec.error = err.get("error")
+    rec.status, rec.error = run_status(path, rec.kind, rec.log)
     return rec
+
+
+# What each command writes last, when it has finished (its summary): the run's "finished" marker. The names are
+# the SUMMARY constants of train/finetune.py, train/unlearn.py and reveal/loop.py, the demo's extrapolation record
+# and the related-knowledge experiment's files (report never imports train:
+# tests/report/test_report_status_alpha.py checks that the names still agree).
+FINISHED_MARKERS = {"finetune": "finetune.json", "unlearn": "unlearn.json", "reveal": "reveal.json",
+                    "extrapolate": "uipe.json", "unlearn_continue": "continue.json",
+                    "experiment/related-knowledge": "results.json"}
+SWEEP_DONE, SWEEP_ERROR = "sweep_done.json", "sweep_error.json"
+LOCK_FILE = ".lock"   # runs.LOCK_NAME: flock-ed by the command writing the run
+
+
+def lock_held(path: Path) -> bool:
+    """True when a live process holds the run's lock (`runs.locked_run`): the run is being written now.
+
+    A shared, non-blocking flock on `.lock` fails only while another open file description holds the exclusive
+    lock; a lock file left by a finished or killed command is not held (the kernel drops a dead process's locks).
+    """
+    lock = path / LOCK_FILE
+    if not lock.is_file():
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def run_status(path: Path, kind: str, log_rows: list[dict]) -> tuple[str, Optional[str]]:
+    """(status, detail) of a run directory, from what the commands record:
+
+    * `failed`: a sweep recorded an error (`sweep_error.json`; detail: the error), `diverged` when it was a
+      divergence;
+    * `diverged`: log.jsonl holds a `"diverged": true` row (the divergence guard's stop; detail: its message);
+    * `finished`: the command's summary (`FINISHED_MARKERS[kind]`) or the sweep's `sweep_done.json` is there;
+    * `running`: a live process holds the run's lock;
+    * `interrupted`: none of these — a killed or stopped command (it resumes from its last checkpoint);
+    * `unknown`: a kind without a known summary file and no sweep marker (nothing says whether it finished).
+    """
+    if (path / SWEEP_ERROR).is_file():
+        err = str((_read_json(path / SWEEP_ERROR) or {}).get("error") or "")
+        return ("diverged" if "DivergenceError" in err else "failed"), err or None
+    diverged = next((r for r in reversed(log_rows) if r.get("diverged") is True), None)
+    marker = FINISHED_MARKERS.get(kind)
+    if (path / SWEEP_DONE).is_file() or (marker and (path / marker).is_file()):
+        return "finished", None
+    if diverged is not None:
+        return "diverged", str(diverged.get("message") or f"at step {diverged.get('step')}")
+    if lock_held(path):
+        return "running", None
+    if marker is None:
+        return "unknown", None
+    return "interrupted", None
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
