@@ -39,17 +39,15 @@ import torch
 from transformers import Trainer
 
 from ..config import to_dict
-from ..data.collate import PromptFormat, QADataset, pad_batch
+from ..data.collate import PromptFormat, QADataset
 from ..data.records import DataError, QARecord
 from ..data.specs import load_records
-from ..logprobs import model_forward, sequence_logprobs
 from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
-from ..objectives import (RETAIN_TERMS, CachedReference, DisabledAdapterReference, FrozenModelReference, Objective,
-                          UnlearnBatch, build_objective)
+from ..objectives import RETAIN_TERMS, FrozenModelReference, Objective, UnlearnBatch, build_objective
 from ..objectives.reduce import global_batch
-from ..objectives.reference import block_output
-from ..precision import autocast, resolve_precision
+from ..objectives.reference import build_reference, cached_splits
+from ..precision import resolve_precision
 from ..presets import check_recorded, describe as describe_preset
 from ..runs import RunDir, list_checkpoints, locked_run, write_json
 from .checkpoints import AtomicCheckpointMixin
@@ -219,53 +217,6 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
                     (older / name).unlink(missing_ok=True)
 
 
-# -- reference policy ----------------------------------------------------------------------------------
-MODEL_ONLY_CALLS = ("forget_logits", "retain_logits", "hidden_states")  # what a log-prob cache cannot serve
-
-
-class _RecordingReference:
-    """θ_ini-backed reference that records which quantities an objective asks for (used once, before training)."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, set()
-
-    def _run(self, name, fn):
-        self.calls.add(name)
-        with torch.no_grad():
-            return fn()
-
-    def forget_logprobs(self, batch):
-        return self._run("forget_logprobs", lambda: sequence_logprobs(self.model, batch))
-
-    def idk_logprobs(self, batch):
-        return self._run("idk_logprobs", lambda: sequence_logprobs(self.model, batch))
-
-    def forget_logits(self, batch):
-        return self._run("forget_logits", lambda: model_forward(self.model, batch).logits)
-
-    def retain_logits(self, batch):
-        return self._run("retain_logits", lambda: model_forward(self.model, batch).logits)
-
-    def hidden_states(self, batch, layer):
-        return self._run("hidden_states", lambda: block_output(self.model, batch, layer))
-
-
-def reference_calls(objective: Objective, model, theta_ini, datasets: dict[str, QADataset], pad_id: int,
-                    device) -> set[str]:
-    """Which reference quantities `objective` uses: one loss evaluation on one row of each set, no gradients.
-
-    Also a dry run of the objective on real batches before any training.
-    """
-    one = {k: {t: v.to(device) for t, v in pad_batch([ds[0]], pad_id).items()} for k, ds in datasets.items()}
-    rec = _RecordingReference(theta_ini)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        objective.loss(model, UnlearnBatch(forget=one["forget"], retain=one.get("retain"), idk=one.get("idk")), rec)
-    model.train(was_training)
-    return rec.calls
-
-
 # -- main path -----------------------------------------------------------------------------------------
 def _resolved_model(spec: str) -> str:
     where, gguf = resolve_model_path(spec)
@@ -326,6 +277,33 @@ def _load_data(cfg: UnlearnConfig, objective: Objective) -> tuple[list[QARecord]
     return forget, retain, idk, idk_path
 
 
+def _inputs_record(cfg: UnlearnConfig, objective: Objective) -> dict:
+    """The part of config.yaml's `inputs` that the config alone determines (UIPE and the G-effect read it)."""
+    return {"theta_ini": _resolved_model(cfg.model),
+            "ref_model": _resolved_model(cfg.ref_model) if cfg.ref_model else _resolved_model(cfg.model),
+            "method": cfg.method, "objective": asdict(objective.config), "preset": describe_preset(to_dict(cfg)),
+            "forget": cfg.forget,
+            "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)} if cfg.lora else None}
+
+
+def _reference_tables(cfg: UnlearnConfig, run: RunDir, objective: Objective, theta_ini, datasets: dict[str, QADataset],
+                      pad_id: int, args, summary: dict) -> dict[str, torch.Tensor]:
+    """θ_ini's answer-token log-probs of the forget / IdK rows the objective reads (`cached_splits`), from the
+    run's on-disk cache (`reference_cache`: computed once, by the main process first); recorded in `summary`."""
+    splits = {s: datasets[s] for s in cached_splits(objective) if s in datasets}
+    if not splits:
+        return {}
+    precision, device = resolve_precision(cfg.precision), args.device
+    digest = model_fingerprint(theta_ini)
+    with args.main_process_first(local=False, desc="reference cache"):
+        tables, status = reference_cache(run.path, FrozenModelReference(theta_ini), digest, splits,
+                                         pad_id=pad_id,
+                                         batch_size=cfg.ref_batch_size, device=device, precision=precision)
+    summary["reference_cache"] = {"status": status, "bytes_in_memory": sum(t.nbytes for t in tables.values()),
+                                  "splits": sorted(tables)}
+    return {k: t.to(device) for k, t in tables.items()}
+
+
 def unlearn(cfg: UnlearnConfig) -> dict:
     """Unlearn, save the final model (or adapter) in the run dir and return a summary (also `unlearn.json`).
 
@@ -347,11 +325,8 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
     if cfg.ref_model:
         _check_same_tokenizer(tok, load_tokenizer(cfg.ref_model), cfg)
     fmt = cfg.prompt_format
-    datasets = {"forget": QADataset(forget_recs, tok, fmt)}
-    if retain_recs:
-        datasets["retain"] = QADataset(retain_recs, tok, fmt)
-    if idk_recs:
-        datasets["idk"] = QADataset(idk_recs, tok, fmt)
+    datasets = {k: QADataset(recs, tok, fmt) for k, recs in
+                (("forget", forget_recs), ("retain", retain_recs), ("idk", idk_recs)) if recs}
     precision = resolve_precision(cfg.precision)
     args = training_arguments(
         run, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.forget_batch_size, grad_accum=cfg.grad_accum,
@@ -368,48 +343,18 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
         ref_model, _ = load_model(cfg.ref_model, dtype=torch.float32)
         ref_model.to(device).eval().requires_grad_(False)
     theta_ini = ref_model if ref_model is not None else model
-    inputs = {"theta_ini": _resolved_model(cfg.model),
-              "ref_model": _resolved_model(cfg.ref_model) if cfg.ref_model else _resolved_model(cfg.model),
-              "method": cfg.method, "objective": asdict(objective.config), "preset": describe_preset(to_dict(cfg)),
-              "forget": cfg.forget,
-              "retain": cfg.retain if retain_recs else "", "idk": idk_path,
+    inputs = {**_inputs_record(cfg, objective), "idk": idk_path, "retain": cfg.retain if retain_recs else "",
               "n_forget": len(forget_recs), "n_retain": len(retain_recs), "precision": precision,
-              "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)} if cfg.lora else None,
               "processes": args.world_size}
     if args.should_save:
         notes = {"resumed_despite": forced} if forced else {}
         run.write_config("unlearn", to_dict(cfg), seed=cfg.seed, extra={"inputs": inputs, **notes})
 
-    # 3. reference: cached forget/IdK log-probs; a frozen copy or disabled adapters only for what a cache can't serve
+    # 3. reference: log-probs of the forget/IdK rows cached once (on disk), the rest as `build_reference` decides
     summary: dict = {"method": cfg.method, "theta_ini": inputs["theta_ini"], "forget": cfg.forget,
                      "records": {k: len(v) for k, v in datasets.items()},
                      "truncated": {k: v.n_truncated for k, v in datasets.items()}}
-    reference = None
-    if objective.needs_reference:
-        with autocast(precision, device.type):
-            calls = reference_calls(objective, model, theta_ini, datasets, tok.pad_token_id, device)
-        cached = {s: datasets[s] for s in ("forget", "idk") if f"{s}_logprobs" in calls}
-        tables = {}
-        if cached:
-            digest = model_fingerprint(theta_ini)
-            with args.main_process_first(local=False, desc="reference cache"):
-                tables, status = reference_cache(run.path, FrozenModelReference(theta_ini), digest, cached,
-                                                 pad_id=tok.pad_token_id, batch_size=cfg.ref_batch_size,
-                                                 device=device, precision=precision)
-            summary["reference_cache"] = {"status": status, "bytes_in_memory": sum(t.nbytes for t in tables.values()),
-                                          "splits": sorted(tables)}
-            tables = {k: t.to(device) for k, t in tables.items()}
-        # full fine-tuning: a frozen copy of θ_ini; LoRA: the trained model with adapters disabled (set below)
-        needs_model = bool(set(calls) & set(MODEL_ONLY_CALLS))
-        fallback = None
-        if needs_model and ref_model is not None:
-            fallback = FrozenModelReference(ref_model)
-        elif needs_model and not cfg.lora:
-            fallback = FrozenModelReference(copy.deepcopy(model).requires_grad_(False))
-        summary["reference"] = {"calls": sorted(calls), "cached": sorted(tables), "model": None if not needs_model else
-                                "ref_model" if ref_model is not None else
-                                "disabled adapters" if cfg.lora else "frozen copy of θ_ini"}
-        reference = CachedReference(forget=tables.get("forget"), idk=tables.get("idk"), fallback=fallback)
+    tables = _reference_tables(cfg, run, objective, theta_ini, datasets, tok.pad_token_id, args, summary)
 
     # 4. LoRA, trainer, train (resuming from the last complete checkpoint)
     if cfg.lora:
@@ -417,8 +362,9 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
 
         set_seed(cfg.seed)
         model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
-        if reference is not None and summary["reference"]["model"] == "disabled adapters":
-            reference.fallback = DisabledAdapterReference(model)
+    reference = build_reference(objective, model, frozen=ref_model, tables=tables, copy_trained=not cfg.lora)
+    if reference.provider is not None:
+        summary["reference"] = reference.record()
     model.train()
     retain = None
     if "retain" in datasets:
@@ -427,7 +373,7 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
     trainer = UnlearnTrainer(
         model=model, args=args, train_dataset=ForgetDataset(datasets["forget"], datasets.get("idk")),
         data_collator=UnlearnCollator(tok.pad_token_id), processing_class=tok, callbacks=[JsonlLogCallback(run)],
-        objective=objective, reference=reference, retain=retain, loss_bound=cfg.loss_bound,
+        objective=objective, reference=reference.provider, retain=retain, loss_bound=cfg.loss_bound,
         keep_optimizer=cfg.keep_optimizer, run=run)
     train_resuming(trainer, run, summary)
     summary["checkpoints"] = [p.name for _, p in list_checkpoints(run.checkpoints)]
