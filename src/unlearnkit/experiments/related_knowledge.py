@@ -29,7 +29,6 @@ experiment is run again with the same `out`.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import shutil
@@ -44,7 +43,8 @@ from ..config import to_dict
 from ..data.collate import PromptFormat
 from ..data.synthetic import LINKED, generate_related_knowledge
 from ..markdown import markdown_table
-from ..runs import last_checkpoint, open_run, write_json
+from ..runs import open_run, write_json
+from ..train.continuation import continue_until_norm, param_distance
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +212,6 @@ class Probe:
 
 
 # -- the pieces ------------------------------------------------------------------------------------------------
-def param_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """‖a − b‖₂ over the floating-point tensors the two state dicts share."""
-    total = 0.0
-    for k, v in a.items():
-        if k in b and v.is_floating_point():
-            total += float((v.detach().double() - b[k].detach().double()).pow(2).sum())
-    return math.sqrt(total)
-
-
 def _finetune_config(cfg: RelatedKnowledgeConfig, data: str, run: Path, max_steps: int = -1):
     from ..train.finetune import FinetuneConfig
 
@@ -269,129 +260,6 @@ def choose_best_alpha(points: dict[float, dict], floor: float) -> float:
     base = points[0.0]["utility"]
     ok = [a for a, m in points.items() if m["utility"] >= floor * base]
     return min(ok, key=lambda a: (points[a]["forget/score"], a))
-
-
-def continue_until_norm(run_dir: Path, targets: dict[str, float], out: Path, max_extra_steps: int,
-                        echo=log.info) -> dict:
-    """Continue an unlearning run from θ_un and stop at the first step where ‖θ − θ_ini‖ ≥ each target norm.
-
-    Same objective, data, batch size, weight decay, clipping and (constant) learning rate as the base run, and the
-    base run's AdamW moments from its last checkpoint (`_continued_optimizer`); the retain stream continues at the
-    base run's draw count. The norm is
-    measured after every step and logged to `<out>/log.jsonl`; the parameters at each target's first hit are saved
-    as `<out>/models/<name>/`. A target not reached within `max_extra_steps` keeps the last state and is marked
-    `reached: false`. Returns (and writes `<out>/continue.json`) `{name: {"target", "step", "norm", "reached"}}`.
-    """
-    from torch.utils.data import DataLoader
-
-    from ..data.collate import QADataset
-    from ..data.specs import load_records
-    from ..objectives import FrozenModelReference, UnlearnBatch, build_objective
-    from ..train.hf_glue import save_model_atomically
-    from ..train.unlearn_data import ForgetDataset, RetainStream, UnlearnCollator
-    from ..uipe.search import read_unlearn_run
-
-    summary_path = out / "continue.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if set(done["targets"]) >= set(targets) and all((out / "models" / n).is_dir() for n in targets):
-            return {n: done["targets"][n] for n in targets}
-    inputs = read_unlearn_run(run_dir)
-    base_cfg = inputs.run.read_config()["config"]
-    torch.manual_seed(int(base_cfg.get("seed", 0)))
-    objective = build_objective(inputs.method, dict(base_cfg.get("params") or {}))
-    model, tok = _load(inputs.theta_un)
-    ini, _ = _load(Path(inputs.theta_ini))
-    ini.requires_grad_(False)
-    ini_sd = {k: v.detach().clone() for k, v in ini.state_dict().items()}
-    fmt = inputs.prompt_format
-    forget = QADataset(load_records(inputs.forget), tok, fmt)
-    bs = int(base_cfg["forget_batch_size"])
-    gen = torch.Generator().manual_seed(int(base_cfg.get("seed", 0)))
-    loader = DataLoader(ForgetDataset(forget), batch_size=bs, shuffle=True, generator=gen,
-                        collate_fn=UnlearnCollator(tok.pad_token_id))
-    retain = None
-    if objective.needs_retain:
-        retain = RetainStream(QADataset(load_records(inputs.retain), tok, fmt),
-                              int(base_cfg.get("retain_batch_size") or bs), tok.pad_token_id, seed=base_cfg.get("seed", 0))
-    base_steps = int(json.loads((inputs.run.path / "unlearn.json").read_text()).get("steps") or 0)
-    reference = FrozenModelReference(ini) if objective.needs_reference else None
-    opt, opt_source = _continued_optimizer(model, inputs.run.checkpoints, float(base_cfg["lr"]),
-                                           float(base_cfg["weight_decay"]))
-    clip = float(base_cfg.get("max_grad_norm") or 0)
-    run = open_run(out)
-    (out / "log.jsonl").unlink(missing_ok=True)
-    run.write_config("unlearn_continue", {"base_run": str(inputs.run.path), "targets": targets,
-                                          "max_extra_steps": max_extra_steps, "lr": base_cfg["lr"],
-                                          "method": inputs.method, "params": base_cfg.get("params", {}),
-                                          "scheduler": "constant", "optimizer": opt_source},
-                     seed=base_cfg.get("seed"))
-    model.train()
-    result: dict[str, dict] = {}
-    pending = dict(targets)
-    norm0 = param_distance(model.state_dict(), ini_sd)
-    run.log({"step": 0, "norm": norm0})
-    step, norm = 0, norm0
-    while pending and step < max_extra_steps:
-        for batch in loader:
-            if not pending or step >= max_extra_steps:
-                break
-            rb = retain.batch(base_steps + step) if retain is not None else None
-            loss, terms = objective.loss(model, UnlearnBatch(forget=batch["forget"], retain=rb), reference)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{out}: loss {float(loss)} at extra step {step + 1}")
-            loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            norm = param_distance(model.state_dict(), ini_sd)
-            run.log({"step": step, "loss": float(loss.detach()), "norm": norm,
-                     **{k: float(v) for k, v in terms.items() if k != "loss"}})
-            for name, target in list(pending.items()):
-                if norm >= target:
-                    save_model_atomically(model, tok, out / "models" / name)
-                    result[name] = {"target": target, "step": step, "norm": norm, "reached": True}
-                    del pending[name]
-                    echo(f"  trained longer [{name}]: ‖θ − θ_ini‖ = {norm:.4g} ≥ {target:.4g} after {step} extra steps")
-    for name, target in pending.items():
-        save_model_atomically(model, tok, out / "models" / name)
-        result[name] = {"target": target, "step": step, "norm": norm, "reached": False}
-        echo(f"  trained longer [{name}]: not reached within {max_extra_steps} steps (‖θ − θ_ini‖ = {norm:.4g} "
-             f"< {target:.4g}); the last state is evaluated")
-    write_json(summary_path, {"targets": result, "start_norm": norm0, "optimizer": opt_source})
-    return result
-
-
-def _continued_optimizer(model, checkpoints: Path, lr: float, weight_decay: float):
-    """AdamW grouped as the HF Trainer groups it (decay / no decay), loaded with the state in the base run's last
-    checkpoint when there is one (then the extra steps continue the same Adam moments)."""
-    from transformers import Trainer
-
-
-    decay = set(Trainer.get_decay_parameter_names(None, model))  # HF's rule; it does not use `self`
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
-              {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr)
-    ckpt = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
-    if ckpt is None or not (Path(ckpt) / "optimizer.pt").is_file():
-        return opt, "AdamW, fresh state (the base run left no optimizer.pt)"
-    state = torch.load(Path(ckpt) / "optimizer.pt", map_location="cpu", weights_only=False)
-    sizes = [len(g["params"]) for g in state["param_groups"]]
-    if sizes != [len(g["params"]) for g in groups]:
-        raise ValueError(f"{ckpt}/optimizer.pt has parameter groups of sizes {sizes}, this model "
-                         f"{[len(g['params']) for g in groups]}: it was not written for this model")
-    flat = [p for g in groups for p in g["params"]]
-    for idx, st in state["state"].items():
-        if "exp_avg" in st and tuple(st["exp_avg"].shape) != tuple(flat[idx].shape):
-            raise ValueError(f"{ckpt}/optimizer.pt: state {idx} has shape {tuple(st['exp_avg'].shape)}, the "
-                             f"parameter {tuple(flat[idx].shape)}: parameter order differs from the Trainer's")
-    opt.load_state_dict(state)
-    for g in opt.param_groups:
-        g["lr"] = lr
-    return opt, f"AdamW continued from {Path(ckpt).name}/optimizer.pt"
 
 
 def uipe_for_method(cfg: RelatedKnowledgeConfig, run_dir: Path, probe: Probe, specs: Specs, out: Path, echo) -> dict:

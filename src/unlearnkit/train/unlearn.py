@@ -29,9 +29,8 @@ A killed run resumes from its last complete checkpoint when the same command is 
 """
 from __future__ import annotations
 
-import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,9 +50,11 @@ from ..precision import resolve_precision
 from ..presets import check_recorded, describe as describe_preset
 from ..runs import RunDir, list_checkpoints, locked_run, write_json
 from .checkpoints import AtomicCheckpointMixin
+from .hooks import Penalty
 from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, diverged, save_model_atomically, train_resuming,
                       training_arguments)
 from .rerun import check_rerun_options, settle_rerun
+from .settings import TrainingSettings, setting
 from .reference_cache import model_fingerprint, reference_cache
 from .unlearn_data import (ForgetDataset, RetainStream, UnlearnCollator, idk_records, load_idk_answers,
                            resolve_idk_path)
@@ -64,59 +65,45 @@ SUMMARY = "unlearn.json"
 OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
 
 
-def _h(default: Any, help: str, **kw) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
 @dataclass
-class UnlearnConfig:
+class UnlearnConfig(TrainingSettings):
     """Unlearn θ_ini with a registered objective on a forget set (+ retain / IdK data)."""
 
-    model: str = _h("default", "θ_ini: a finetune run's model/ dir, a local dir, a hub id, a .gguf file or 'default' "
+    model: str = setting("default", "θ_ini: a finetune run's model/ dir, a local dir, a hub id, a .gguf file or 'default' "
                                "(SmolLM2-135M offline)")
-    ref_model: str = _h("", "reference π_ref if not θ_ini (same tokenizer required); empty: π_ref = θ_ini")
-    forget: str = _h("tofu:forget01", "forget data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path")
-    retain: str = _h("", "retain data spec (same forms), or empty when the method needs none")
-    idk: str = _h("auto", "refusal answers for idk_* methods, one per line; 'auto': idontknow.jsonl in the TOFU "
+    ref_model: str = setting("", "reference π_ref if not θ_ini (same tokenizer required); empty: π_ref = θ_ini")
+    forget: str = setting("tofu:forget01", "forget data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path")
+    retain: str = setting("", "retain data spec (same forms), or empty when the method needs none")
+    idk: str = setting("auto", "refusal answers for idk_* methods, one per line; 'auto': idontknow.jsonl in the TOFU "
                           "folder ($UNLEARNKIT_TOFU_DIR or ../shared/data/tofu). Only read by methods that need it")
-    method: str = _h("npo", "objective name (unlearnkit.objectives.OBJECTIVES): ga, grad_diff, kl, npo, simnpo, "
+    method: str = setting("npo", "objective name (unlearnkit.objectives.OBJECTIVES): ga, grad_diff, kl, npo, simnpo, "
                             "idk_nll, idk_dpo, wga, tnpo, wtnpo, rmu, undial")
-    params: dict[str, Any] = _h({}, "the method's hyper-parameters, e.g. params.beta=0.1 params.retain=kl "
+    params: dict[str, Any] = setting({}, "the method's hyper-parameters, e.g. params.beta=0.1 params.retain=kl "
                                     "params.retain_weight=1 (unknown keys are refused, with the known ones)")
-    preset: str = _h("none", "the preset under these values (unlearnkit/presets/methods/<method>.yaml): the CLI and "
+    preset: str = setting("none", "the preset under these values (unlearnkit/presets/methods/<method>.yaml): the CLI and "
                              "sweeps take the method's own unless preset=none, and record its name here; a config "
                              "built directly in Python is taken as given ('none')")
-    run: str = _h("runs/unlearn", "run directory")
-    epochs: float = _h(10.0, "epochs over the forget set")
-    max_steps: int = _h(-1, "stop after this many optimizer steps (-1: use epochs)")
-    lr: float = _h(1e-5, "peak learning rate")
-    forget_batch_size: int = _h(8, "forget rows per device per micro-step")
-    retain_batch_size: int = _h(0, "retain rows per device per micro-step (0: same as forget_batch_size)")
-    grad_accum: int = _h(4, "gradient accumulation steps (effective batch = forget_batch_size · grad_accum · processes)")
-    weight_decay: float = _h(0.01, "AdamW weight decay")
-    warmup: float = _h(0.0, "warm-up steps (int) or ratio of total steps (<1)")
-    scheduler: str = _h("linear", "HF lr scheduler name")
-    max_grad_norm: float = _h(1.0, "gradient clipping norm (0: off)")
-    precision: str = _h("auto", "auto | fp32 | bf16 (bf16 autocast, fp32 master weights; auto: bf16 only where fast)")
-    lora: bool = _h(False, "train a LoRA adapter on θ_ini instead of all weights (saved as adapter/)")
-    lora_r: int = _h(8, "LoRA rank")
-    lora_alpha: int = _h(16, "LoRA alpha")
-    lora_targets: list[str] = _h(["q_proj", "v_proj"], "LoRA target modules")
-    save_steps: int = _h(0, "checkpoint every N optimizer steps (0: every epoch)")
-    keep_checkpoints: Optional[int] = _h(None, "keep only the newest N checkpoints (null: all, for G-effect/UIPE)")
-    keep_optimizer: str = _h("last", "optimizer state in checkpoints: 'last' (only the newest, enough to resume) or 'all'")
-    loss_bound: Optional[float] = _h(None, "divergence guard: stop when |loss| exceeds this (NaN/inf always stop)")
-    logging_steps: int = _h(1, "log every N optimizer steps")
-    max_length: int = _h(256, "truncate examples beyond this many tokens (reported)")
-    template: str = _h("auto", "prompt template: auto | chat | plain")
-    masking: str = _h("exact", "exact | open-unlearning (joint tokenisation, first answer token masked)")
-    ref_batch_size: int = _h(16, "batch size of the one-off reference pass that fills the log-prob cache")
-    seed: int = _h(0, "random seed (data order, retain draws, IdK answers, LoRA init)")
-    report_to: str = _h("none", "HF report_to: none | tensorboard | wandb")
-    overwrite: bool = _h(False, "delete what the run directory holds and start fresh")
-    resume: str = _h("auto", "auto: resume (or reuse) only a run with the same settings | force: despite differences")
+    run: str = setting("runs/unlearn", "run directory")
+    epochs: float = setting(10.0, "epochs over the forget set")
+    lr: float = setting(1e-5, "peak learning rate")
+    forget_batch_size: int = setting(8, "forget rows per device per micro-step")
+    retain_batch_size: int = setting(0, "retain rows per device per micro-step (0: same as forget_batch_size)")
+    grad_accum: int = setting(4, "gradient accumulation steps (effective batch = forget_batch_size · grad_accum · processes)")
+    lora: bool = setting(False, "train a LoRA adapter on θ_ini instead of all weights (saved as adapter/)")
+    lora_r: int = setting(8, "LoRA rank")
+    lora_alpha: int = setting(16, "LoRA alpha")
+    lora_targets: list[str] = setting(["q_proj", "v_proj"], "LoRA target modules")
+    keep_checkpoints: Optional[int] = setting(None, "keep only the newest N checkpoints (null: all, for G-effect/UIPE)")
+    keep_optimizer: str = setting("last", "optimizer state in checkpoints: 'last' (only the newest, enough to resume) or 'all'")
+    loss_bound: Optional[float] = setting(None, "divergence guard: stop when |loss| exceeds this (NaN/inf always stop)")
+    logging_steps: int = setting(1, "log every N optimizer steps")
+    max_length: int = setting(256, "truncate examples beyond this many tokens (reported)")
+    template: str = setting("auto", "prompt template: auto | chat | plain")
+    masking: str = setting("exact", "exact | open-unlearning (joint tokenisation, first answer token masked)")
+    ref_batch_size: int = setting(16, "batch size of the one-off reference pass that fills the log-prob cache")
+    seed: int = setting(0, "random seed (data order, retain draws, IdK answers, LoRA init)")
+    overwrite: bool = setting(False, "delete what the run directory holds and start fresh")
+    resume: str = setting("auto", "auto: resume (or reuse) only a run with the same settings | force: despite differences")
 
     def __post_init__(self):
         for name in ("epochs", "lr", "forget_batch_size", "grad_accum", "logging_steps", "ref_batch_size"):
@@ -153,10 +140,15 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
     """
 
     def __init__(self, *args, objective: Objective, reference=None, retain: RetainStream | None = None,
-                 loss_bound: float | None = None, keep_optimizer: str = "last", run: RunDir | None = None, **kwargs):
+                 loss_bound: float | None = None, keep_optimizer: str = "last", run: RunDir | None = None,
+                 penalty: Penalty | None = None, batch_order: list[list[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective, self.reference, self.retain = objective, reference, retain
         self.loss_bound, self.keep_optimizer, self.run = loss_bound, keep_optimizer, run
+        self.penalty, self.batch_order = penalty, batch_order  # see train/hooks.py
+        if batch_order is not None and self.args.world_size > 1:
+            raise ValueError("batch_order fixes one process's forget batches; under data parallelism leave it unset "
+                             "(the Trainer's sampler shards the forget set)")
         self.model_accepts_loss_kwargs = False  # the objective's loss is a per-batch mean: Trainer scales it for GA
         self._retain_draw: int | None = None
         self._term_sums: dict[str, float] = {}
@@ -168,6 +160,10 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
         # means over every process's rows, so N processes train the loss of one process with N times the batch
         with self.accelerator.autocast(), global_batch(self.args.world_size):
             loss, terms = self.objective.loss(model, batch, self.reference)
+            if self.penalty is not None:   # an extra term on the parameters (O-LoRA): logged as its own terms
+                extra, extra_terms = self.penalty(model)
+                terms = {**terms, "objective_loss": terms["loss"], **extra_terms}
+                loss = loss + extra
         self._guard(loss)
         for k, v in terms.items():
             if k != "loss":  # the Trainer logs the loss itself (averaged over processes and accumulation)
@@ -205,6 +201,12 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
                 logs.setdefault(k, v)
             self._term_sums, self._term_counts = {}, {}
         super().log(logs, start_time)
+
+    def get_train_dataloader(self):
+        if self.batch_order is None:
+            return super().get_train_dataloader()
+        return torch.utils.data.DataLoader(self.train_dataset, batch_sampler=self.batch_order,
+                                           collate_fn=self.data_collator)
 
     def floating_point_ops(self, inputs) -> int:
         return super().floating_point_ops(inputs.get("forget", inputs))
@@ -328,11 +330,7 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
     datasets = {k: QADataset(recs, tok, fmt) for k, recs in
                 (("forget", forget_recs), ("retain", retain_recs), ("idk", idk_recs)) if recs}
     precision = resolve_precision(cfg.precision)
-    args = training_arguments(
-        run, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.forget_batch_size, grad_accum=cfg.grad_accum,
-        weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler, precision=precision,
-        save_steps=cfg.save_steps, keep_checkpoints=cfg.keep_checkpoints, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm)
+    args = training_arguments(run, cfg, batch_size=cfg.forget_batch_size)
     device = args.device  # sets up the process group under accelerate launch / torchrun
 
     # 2. θ_ini (and a separate reference, if asked), the run record
