@@ -10,7 +10,7 @@ import torch
 
 from unlearnkit.data import generate_related_knowledge
 from unlearnkit.data.records import read_qa_jsonl
-from unlearnkit.reveal import RandomPolicy, loop as loop_mod
+from unlearnkit.reveal import RandomPolicy, loop as loop_mod, release as release_mod
 from unlearnkit.reveal.loop import RevealConfig, reveal_and_release
 from unlearnkit.reveal.selfdata import RevealSample, forget_records, reveal_round, score_texts
 from unlearnkit.reveal.target import Target
@@ -91,7 +91,7 @@ def test_resume_after_crash_mid_round(target_model, tmp_path, monkeypatch):
     model, name = target_model
     run = tmp_path / "rr"
     cfg = _cfg(model, name, run, export=False)
-    real = loop_mod.round_orthogonality_penalty
+    real = release_mod.round_orthogonality_penalty
     calls = {"n": 0}
 
     def crash_in_round_1(m, *a, **k):
@@ -101,13 +101,13 @@ def test_resume_after_crash_mid_round(target_model, tmp_path, monkeypatch):
                 raise RuntimeError("simulated crash in round 1")
         return real(m, *a, **k)
 
-    monkeypatch.setattr(loop_mod, "round_orthogonality_penalty", crash_in_round_1)
+    monkeypatch.setattr(release_mod, "round_orthogonality_penalty", crash_in_round_1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         reveal_and_release(cfg)
     r0 = run / "rounds" / "round-0"
     assert (r0 / "round.json").is_file() and not (run / "rounds" / "round-1" / "round.json").exists()
     stamp = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in r0.rglob("*") if p.is_file()}
-    monkeypatch.setattr(loop_mod, "round_orthogonality_penalty", real)
+    monkeypatch.setattr(release_mod, "round_orthogonality_penalty", real)
 
     seen = []
     summary = reveal_and_release(cfg, on_round_end=lambda m, t, k, info: seen.append((k, sorted(m.peft_config))))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unlearnkit.reveal.loop import RevealConfig, masked_forget_dataset, train_round
+from unlearnkit.reveal.config import RevealConfig
+from unlearnkit.reveal.release import masked_forget_dataset, train_round
 from unlearnkit.reveal.olora import add_round_adapter
 
 # recorded from the pre-consolidation loop (commit 7638beb), tiny 2-layer Llama, seed 0, one thread
