@@ -12,7 +12,7 @@ from unlearnkit.data import generate_related_knowledge
 from unlearnkit.data.records import read_qa_jsonl
 from unlearnkit.reveal import RandomPolicy, loop as loop_mod, release as release_mod
 from unlearnkit.reveal.loop import RevealConfig, reveal_and_release
-from unlearnkit.reveal.selfdata import RevealSample, forget_records, reveal_round, score_texts
+from unlearnkit.reveal.selfdata import Pulls, RevealSample, forget_records, reveal_round, score_texts
 from unlearnkit.reveal.target import Target
 from unlearnkit.train.finetune import FinetuneConfig, finetune
 
@@ -135,7 +135,7 @@ def test_reveal_round_and_filter_without_a_model():
              "who is Ann?": ["Ann was born in Rome and Ann likes chess.", "no idea"]}
     scorer = lambda xs, mean_logprobs=None: [1.0 if "Ann" in x else 0.0 for x in xs]  # noqa: E731
     samples = reveal_round(lambda ins: [(t, -1.0) for t in texts[ins]], instructions, ctx, RandomPolicy(seed=1),
-                           scorer, pulls=6, round_idx=2)
+                           scorer, Pulls(6, round_idx=2))
     assert len(samples) == 12 and all(s.round == 2 for s in samples)
     recs = forget_records(samples, score_threshold=0.5)
     answers = [r.answer for r in recs]
@@ -153,14 +153,14 @@ def test_pull_cap_spreads_the_round_over_instructions():
     scorer = lambda xs, mean_logprobs=None: [1.0 if x.endswith("0") else 0.1 for x in xs]  # noqa: E731
     gen = lambda ins: [(f"answer to {ins}", -1.0)]  # noqa: E731
     arms = lambda samples: [s.arm for s in samples]  # noqa: E731
-    uncapped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer, pulls=8,
-                            novelty_weight=0.0)
+    uncapped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer,
+                            Pulls(8, novelty_weight=0.0))
     assert arms(uncapped).count(0) == 5   # tries each arm once, then arm 0 for the rest
-    capped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer, pulls=8,
-                          novelty_weight=0.0, max_pulls_per_arm=2)
+    capped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer,
+                          Pulls(8, novelty_weight=0.0, max_per_arm=2))
     assert sorted(arms(capped)) == [0, 0, 1, 1, 2, 2, 3, 3]
-    over = reveal_round(gen, instructions, torch.eye(4), RandomPolicy(seed=0), scorer, pulls=10,
-                        max_pulls_per_arm=2)  # 4 arms x 2 < 10 pulls: the cap is lifted once all are used
+    over = reveal_round(gen, instructions, torch.eye(4), RandomPolicy(seed=0), scorer,
+                        Pulls(10, max_per_arm=2))  # 4 arms x 2 < 10 pulls: the cap is lifted once all are used
     assert len(over) == 10 and max(arms(over)[:8].count(a) for a in range(4)) == 2
 
 

@@ -21,10 +21,10 @@ class RevealConfig:
     target: str = setting("", "what to forget: 'entity:<Name>', 'skill:code', 'behaviour:toxicity' (kind:name)")
     aliases: list[str] = setting([], "other names of an entity target")
     contrast_names: list[str] = setting([], "entity_contrast scorer: names of other entities of the same kind, known to "
-                                       "the model, to contrast against (empty: John Smith, Maria Garcia, Wei Chen)")
+                                            "the model, to contrast against (empty: John Smith, Maria Garcia, Wei Chen)")
     model: str = setting("default", "θ_ini: a model dir, hub id, .gguf file or 'default' (SmolLM2-135M offline)")
     scorer: str = setting("auto", "auto (entity: entity_contrast, code: code, toxicity: toxicity) | entity | "
-                             "entity_contrast | code | toxicity | hf:<hub classifier id>")
+                                  "entity_contrast | code | toxicity | hf:<hub classifier id>")
     run: str = setting("runs/reveal", "run directory")
     rounds: int = setting(3, "maximum number of reveal+unlearn rounds")
     stop_score: float = setting(0.05, "stop when a round's mean reveal score falls below this")
@@ -33,13 +33,13 @@ class RevealConfig:
     paraphrases: int = setting(0, "model paraphrases per seed instruction added to the pool (0: none)")
     bandit: str = setting("neural_ucb", "neural_ucb | epsilon_greedy | random")
     bandit_params: dict[str, Any] = setting({}, "NeuralUCBConfig fields (e.g. nu, train_every, explore_first; reveal "
-                                           "defaults: NEURAL_UCB_DEFAULTS) or epsilon")
+                                                "defaults: NEURAL_UCB_DEFAULTS) or epsilon")
     pulls: int = setting(16, "bandit pulls (instructions) per round")
     max_pulls_per_arm: int = setting(2, "pulls of one instruction per round at most, so the forget set comes from "
-                                   "several instructions (0: no cap)")
+                                        "several instructions (0: no cap)")
     bandit_memory: bool = setting(True, "keep one bandit across rounds (false: a fresh bandit each round)")
     novelty_scope: str = setting("round", "novelty against this round's earlier generations (round: a fact still revealed "
-                                     "after unlearning is worth collecting again) or every earlier round's (run)")
+                                          "after unlearning is worth collecting again) or every earlier round's (run)")
     samples: int = setting(4, "K: sampled completions per pull")
     temperature: float = setting(1.0, "sampling temperature")
     top_p: float = setting(0.95, "nucleus sampling p")
@@ -48,17 +48,17 @@ class RevealConfig:
     novelty_weight: float = setting(1.0, "w in reward = score·((1−w) + w·novelty)")
     score_threshold: float = setting(0.3, "keep generations scoring at least this as forget data")
     score_reference: str = setting("base", "entity_contrast: rate generations with θ_ini (base: adapters off; only text "
-                                      "carrying what θ_ini knew counts) or with the model entering the round (current)")
+                                           "carrying what θ_ini knew counts) or with the model entering the round (current)")
     mask_target: bool = setting(False, "entity targets: no loss on the name/alias tokens inside the generations (the "
-                                  "loss then falls on what is said about the entity only)")
+                                       "loss then falls on what is said about the entity only)")
     dedupe_threshold: float = setting(0.7, "drop a generation whose word-bigram Jaccard with a kept one is >= this")
     # unlearning
     method: str = setting("npo", "objective name (unlearnkit.objectives.OBJECTIVES): npo, ga, grad_diff, simnpo, ...")
     params: dict[str, Any] = setting({}, "the objective's hyper-parameters, e.g. params.beta=0.1 params.retain=nll")
     retain: str = setting("", "retain data spec for the objective's retain term (params.retain=nll|kl)")
     reference: str = setting("previous", "reference log-probs: previous (the model entering the round) | base (all "
-                                    "adapters disabled = θ_ini; a later round's rows, written by a partly unlearned "
-                                    "model, then start at log π/π_ref of +100 nats or more)")
+                                         "adapters disabled = θ_ini; a later round's rows, written by a partly unlearned "
+                                         "model, then start at log π/π_ref of +100 nats or more)")
     steps: int = setting(20, "optimizer steps per round")
     lr: float = setting(1e-4, "AdamW learning rate (constant)")
     batch_size: int = setting(8, "forget rows per step (and retain rows, when used)")

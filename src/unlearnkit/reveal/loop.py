@@ -64,7 +64,7 @@ from .release import masked_forget_dataset, train_round
 from .rounds import (ROUND_FILE, export_merged, load_pool, load_round_adapters, replay_rounds, round_dir,
                      save_adapter_atomically)
 from .scorers import get_scorer, mention_pattern, scorer_for_target
-from .selfdata import RevealSample, forget_records, reveal_round, sample_completions
+from .selfdata import Pulls, RevealSample, forget_records, reveal_round, sample_completions
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ class _Loop:
         samples = reveal_round(
             lambda ins: sample_completions(model, tok, ins, cfg.samples, fmt, cfg.temperature, cfg.top_p,
                                            cfg.max_new_tokens),
-            self.pool.texts, contexts, self.policy, self.scorer, cfg.pulls, round_idx=k, novelty_n=cfg.novelty_n,
-            novelty_weight=cfg.novelty_weight, max_pulls_per_arm=cfg.max_pulls_per_arm, novelty=self.novelty)
+            self.pool.texts, contexts, self.policy, self.scorer,
+            Pulls(cfg.pulls, k, cfg.novelty_n, cfg.novelty_weight, cfg.max_pulls_per_arm), novelty=self.novelty)
         rdir = round_dir(self.run, k)
         atomic_write_text(rdir / "reveal.jsonl", "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n"
                                                           for s in samples))

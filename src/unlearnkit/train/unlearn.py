@@ -70,19 +70,19 @@ class UnlearnConfig(TrainingSettings):
     """Unlearn θ_ini with a registered objective on a forget set (+ retain / IdK data)."""
 
     model: str = setting("default", "θ_ini: a finetune run's model/ dir, a local dir, a hub id, a .gguf file or 'default' "
-                               "(SmolLM2-135M offline)")
+                                    "(SmolLM2-135M offline)")
     ref_model: str = setting("", "reference π_ref if not θ_ini (same tokenizer required); empty: π_ref = θ_ini")
     forget: str = setting("tofu:forget01", "forget data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path")
     retain: str = setting("", "retain data spec (same forms), or empty when the method needs none")
     idk: str = setting("auto", "refusal answers for idk_* methods, one per line; 'auto': idontknow.jsonl in the TOFU "
-                          "folder ($UNLEARNKIT_TOFU_DIR or ../shared/data/tofu). Only read by methods that need it")
+                               "folder ($UNLEARNKIT_TOFU_DIR or ../shared/data/tofu). Only read by methods that need it")
     method: str = setting("npo", "objective name (unlearnkit.objectives.OBJECTIVES): ga, grad_diff, kl, npo, simnpo, "
-                            "idk_nll, idk_dpo, wga, tnpo, wtnpo, rmu, undial")
+                                 "idk_nll, idk_dpo, wga, tnpo, wtnpo, rmu, undial")
     params: dict[str, Any] = setting({}, "the method's hyper-parameters, e.g. params.beta=0.1 params.retain=kl "
-                                    "params.retain_weight=1 (unknown keys are refused, with the known ones)")
+                                         "params.retain_weight=1 (unknown keys are refused, with the known ones)")
     preset: str = setting("none", "the preset under these values (unlearnkit/presets/methods/<method>.yaml): the CLI and "
-                             "sweeps take the method's own unless preset=none, and record its name here; a config "
-                             "built directly in Python is taken as given ('none')")
+                                  "sweeps take the method's own unless preset=none, and record its name here; a config "
+                                  "built directly in Python is taken as given ('none')")
     run: str = setting("runs/unlearn", "run directory")
     epochs: float = setting(10.0, "epochs over the forget set")
     lr: float = setting(1e-5, "peak learning rate")
