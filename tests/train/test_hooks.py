@@ -53,7 +53,7 @@ def test_penalty_is_added_to_the_step_and_logged(tiny_model, tiny_tokenizer, for
     assert len(rows) == 3
     for r in rows:
         assert r["loss"] == pytest.approx(r["objective_loss"] + 0.5 * r["sq"], rel=1e-5)
-    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+    assert not (tmp_path / "run" / "checkpoints").exists()   # save_steps < 0: no checkpoints, not even a folder
 
 
 def test_stop_condition_and_fixed_batch_order(tiny_model, tiny_tokenizer, forget_ds, tmp_path):

@@ -25,7 +25,7 @@ def training_arguments(run: RunDir, cfg: TrainingSettings, *, batch_size: int, o
     on_gpu = torch.cuda.is_available()
     save = "no" if cfg.save_steps < 0 else "steps" if cfg.save_steps > 0 else "epoch"
     return TrainingArguments(
-        output_dir=str(run.checkpoints),
+        output_dir=str(run.checkpoints if cfg.save_steps >= 0 else run.path),  # no checkpoints: no empty folder
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.lr,

@@ -137,6 +137,9 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
     The train dataset is the forget set (`ForgetDataset`); a retain batch is drawn per micro-step from
     `retain` (a `RetainStream`, independent of the forget order). `compute_loss` unpacks, calls the objective,
     guards against divergence and keeps each logged term; `log` adds their averages since the last log.
+    Every training path runs this step (train/hooks.py): `penalty(model) -> (scalar, terms)` adds an extra term
+    (Reveal's O-LoRA orthogonality; the objective's own loss is then logged as `objective_loss`), `batch_order`
+    fixes the forget batches (one process), a `StopWhen` callback ends training on a condition.
     """
 
     def __init__(self, *args, objective: Objective, reference=None, retain: RetainStream | None = None,
