@@ -27,7 +27,7 @@ def _theta_ini(tok, folder) -> str:
 
 
 def _continue(theta_ini, tmp_path):
-    from unlearnkit.experiments.related_knowledge import continue_until_norm
+    from unlearnkit.train.continuation import continue_until_norm
     from unlearnkit.train.unlearn import UnlearnConfig, unlearn
 
     spec = "synthetic:forget,people=10,seed=0,forget_fraction=0.3"

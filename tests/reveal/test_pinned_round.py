@@ -53,3 +53,14 @@ def test_round_training_matches_the_recorded_numbers(tiny_model, tiny_tokenizer,
         if want is None:
             pytest.fail(f"not pinned yet: {got}")
         assert got[k] == pytest.approx(want, rel=1e-5, abs=1e-7), k
+
+
+def test_bf16_round_leaves_the_forward_unwrapped(tiny_model, tiny_tokenizer, people, plain_format, tmp_path):
+    """accelerate wraps `forward` in autocast for a bf16 training; the loop generates with the plain forward."""
+    cfg = RevealConfig(target="entity:X", model="tiny", steps=1, batch_size=2, lora_r=4, method="ga",
+                       precision="bf16", run=str(tmp_path / "run"))
+    ds, _ = masked_forget_dataset(people.records(kinds=("target",), people=[0]), tiny_tokenizer, plain_format, None)
+    model = add_round_adapter(tiny_model, 0, cfg.lora_settings)
+    train_round(model, tiny_tokenizer, cfg.objective(), ds, [], cfg, 0, plain_format)
+    assert not any("_original_forward" in m.__dict__ for m in model.modules())
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -147,6 +147,8 @@ def train_round(model, tok, objective, ds: QADataset, retain: list[QARecord], cf
             callbacks=[logger], objective=objective, reference=reference, penalty=ortho, batch_order=forget_order,
             retain=FixedDraws(rds, retain_order, tok.pad_token_id) if rds else None, optimizers=(opt, None))
         trainer.train()
+    # bf16: accelerate wrapped `model.forward` in autocast for training; the loop's generation runs it unwrapped
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model.eval()
     with torch.no_grad():
         final_ortho = float(round_orthogonality_penalty(model))
