@@ -220,12 +220,7 @@ def _geffect(cfg):
 
     if not cfg.run:
         raise ValueError("run=<dir> is required (an unlearning run directory with checkpoints/step-N/)")
-    return geffect_run(cfg.run, method=cfg.method or None, model=cfg.model or None, forget=cfg.forget or None,
-                       retain=cfg.retain or None, groups=cfg.groups, n_forget=cfg.n_forget,
-                       n_retain=cfg.n_retain, retain_offset=cfg.retain_offset, batch_size=cfg.batch_size,
-                       regulariser_offset=cfg.regulariser_offset,
-                       smooth=cfg.smooth, term=cfg.term, per_instance=cfg.per_instance,
-                       instance_method=cfg.instance_method, plots=cfg.plots, device=cfg.device or None)
+    return geffect_run(cfg)
 
 
 @app.command("geffect", cls=_settings(".geffect.run:GEffectConfig"))

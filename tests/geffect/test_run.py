@@ -184,3 +184,16 @@ def test_cli(run_dir, tmp_path):
     assert res.exit_code == 0 and (tmp_path / "c.png").is_file(), res.output
     res = CliRunner().invoke(app, ["geffect", f"run={run_dir}", "smooth=sometimes"])
     assert res.exit_code == 2 and "smooth" in res.output
+
+
+def test_geffect_run_takes_its_config_whole(tmp_path):
+    from unlearnkit.config import load_config
+    from unlearnkit.geffect.run import GEffectConfig
+
+    cfg = load_config(GEffectConfig, overrides=["run=" + str(tmp_path / "nope"), "params.beta=0.2",
+                                                "checkpoints=[a,b]", "n_forget=3"])
+    assert cfg.params == {"beta": 0.2} and cfg.checkpoints == ["a", "b"] and cfg.n_forget == 3
+    with pytest.raises(GEffectError, match="does not exist"):
+        geffect_run(cfg)
+    with pytest.raises(TypeError, match="set \\['n_retain'\\] on the config"):
+        geffect_run(cfg, n_retain=2)

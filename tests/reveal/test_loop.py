@@ -10,9 +10,9 @@ import torch
 
 from unlearnkit.data import generate_related_knowledge
 from unlearnkit.data.records import read_qa_jsonl
-from unlearnkit.reveal import RandomPolicy, loop as loop_mod
+from unlearnkit.reveal import RandomPolicy, loop as loop_mod, release as release_mod
 from unlearnkit.reveal.loop import RevealConfig, reveal_and_release
-from unlearnkit.reveal.selfdata import RevealSample, forget_records, reveal_round, score_texts
+from unlearnkit.reveal.selfdata import Pulls, RevealSample, forget_records, reveal_round, score_texts
 from unlearnkit.reveal.target import Target
 from unlearnkit.train.finetune import FinetuneConfig, finetune
 
@@ -91,7 +91,7 @@ def test_resume_after_crash_mid_round(target_model, tmp_path, monkeypatch):
     model, name = target_model
     run = tmp_path / "rr"
     cfg = _cfg(model, name, run, export=False)
-    real = loop_mod.round_orthogonality_penalty
+    real = release_mod.round_orthogonality_penalty
     calls = {"n": 0}
 
     def crash_in_round_1(m, *a, **k):
@@ -101,13 +101,13 @@ def test_resume_after_crash_mid_round(target_model, tmp_path, monkeypatch):
                 raise RuntimeError("simulated crash in round 1")
         return real(m, *a, **k)
 
-    monkeypatch.setattr(loop_mod, "round_orthogonality_penalty", crash_in_round_1)
+    monkeypatch.setattr(release_mod, "round_orthogonality_penalty", crash_in_round_1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         reveal_and_release(cfg)
     r0 = run / "rounds" / "round-0"
     assert (r0 / "round.json").is_file() and not (run / "rounds" / "round-1" / "round.json").exists()
     stamp = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in r0.rglob("*") if p.is_file()}
-    monkeypatch.setattr(loop_mod, "round_orthogonality_penalty", real)
+    monkeypatch.setattr(release_mod, "round_orthogonality_penalty", real)
 
     seen = []
     summary = reveal_and_release(cfg, on_round_end=lambda m, t, k, info: seen.append((k, sorted(m.peft_config))))
@@ -135,7 +135,7 @@ def test_reveal_round_and_filter_without_a_model():
              "who is Ann?": ["Ann was born in Rome and Ann likes chess.", "no idea"]}
     scorer = lambda xs, mean_logprobs=None: [1.0 if "Ann" in x else 0.0 for x in xs]  # noqa: E731
     samples = reveal_round(lambda ins: [(t, -1.0) for t in texts[ins]], instructions, ctx, RandomPolicy(seed=1),
-                           scorer, pulls=6, round_idx=2)
+                           scorer, Pulls(6, round_idx=2))
     assert len(samples) == 12 and all(s.round == 2 for s in samples)
     recs = forget_records(samples, score_threshold=0.5)
     answers = [r.answer for r in recs]
@@ -153,14 +153,14 @@ def test_pull_cap_spreads_the_round_over_instructions():
     scorer = lambda xs, mean_logprobs=None: [1.0 if x.endswith("0") else 0.1 for x in xs]  # noqa: E731
     gen = lambda ins: [(f"answer to {ins}", -1.0)]  # noqa: E731
     arms = lambda samples: [s.arm for s in samples]  # noqa: E731
-    uncapped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer, pulls=8,
-                            novelty_weight=0.0)
+    uncapped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer,
+                            Pulls(8, novelty_weight=0.0))
     assert arms(uncapped).count(0) == 5   # tries each arm once, then arm 0 for the rest
-    capped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer, pulls=8,
-                          novelty_weight=0.0, max_pulls_per_arm=2)
+    capped = reveal_round(gen, instructions, torch.eye(4), EpsilonGreedy(epsilon=0.0), scorer,
+                          Pulls(8, novelty_weight=0.0, max_per_arm=2))
     assert sorted(arms(capped)) == [0, 0, 1, 1, 2, 2, 3, 3]
-    over = reveal_round(gen, instructions, torch.eye(4), RandomPolicy(seed=0), scorer, pulls=10,
-                        max_pulls_per_arm=2)  # 4 arms x 2 < 10 pulls: the cap is lifted once all are used
+    over = reveal_round(gen, instructions, torch.eye(4), RandomPolicy(seed=0), scorer,
+                        Pulls(10, max_per_arm=2))  # 4 arms x 2 < 10 pulls: the cap is lifted once all are used
     assert len(over) == 10 and max(arms(over)[:8].count(a) for a in range(4)) == 2
 
 

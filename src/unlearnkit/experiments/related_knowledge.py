@@ -25,13 +25,14 @@ Outputs under `out`: `p1/`, `p2/` (finetune runs), `unlearn/<name>/` (unlearning
 `uipe/alpha_probe.json` and `uipe/tradeoff.png`), `longer/<method>/` (continuation runs: `log.jsonl` with the norm
 per step, `models/<variant>/`), `results.json`, `results.md` and `plots/*.png`. Finished sub-runs are reused when the
 experiment is run again with the same `out`.
+
+The pieces it assembles live with their kind: the probe in `eval/related_probe.py`, the continuation in
+`train/continuation.py` (through `UnlearnTrainer`), the tables and plots in `report/related_knowledge.py`.
 """
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass, field, fields
@@ -42,9 +43,11 @@ import torch
 
 from ..config import to_dict
 from ..data.collate import PromptFormat
-from ..data.synthetic import LINKED, generate_related_knowledge
-from ..markdown import markdown_table
-from ..runs import last_checkpoint, open_run, write_json
+from ..data.synthetic import generate_related_knowledge
+from ..eval.related_probe import P1_KINDS, P2_KINDS, Probe
+from ..report.related_knowledge import results_markdown, write_plots
+from ..runs import atomic_write_text, open_run, write_json
+from ..train.continuation import continue_until_norm, param_distance
 
 log = logging.getLogger(__name__)
 
@@ -139,88 +142,9 @@ class Specs:
         return f"{table[name]},{self.opts}"
 
 
-P1_KINDS = ("target", "related", "unrelated", "world")
-P2_KINDS = ("target", "unrelated", "world")
-
-
-# -- evaluation ----------------------------------------------------------------------------------------------
-class Probe:
-    """The related-knowledge probe on the forget people and the utility on retain people, for one model.
-
-    forget/<kind>/{probability, rouge_l_recall, truth_ratio}   `eval.related.run_related` (target, related, multihop)
-    forget/<kind>/value_recall      greedy answer contains the value (target, multihop) or the clue (related)
-    forget/chain_recovery           greedy related answer names the clue AND greedy world answer names the value:
-                                    the target rebuilt through related knowledge in two explicit hops
-    forget/score                    mean of the target, related and multi-hop probabilities (lower = more forgotten)
-    retain/<kind>/probability       teacher-forced exp(−mean NLL) on the first `eval_retain_people` retain people
-    utility                         mean of retain/<kind>/probability over the kinds the model was trained on
-    """
-
-    def __init__(self, cfg: RelatedKnowledgeConfig, dataset, fmt: PromptFormat):
-        self.cfg, self.ds, self.fmt = cfg, dataset, fmt
-        self.forget, retain = dataset.split(cfg.forget_fraction)
-        self.retain = retain[: cfg.eval_retain_people]
-
-    def __call__(self, model, tok, trained: tuple[str, ...] = P1_KINDS) -> dict[str, float]:
-        from ..eval.related import run_related
-        from ..eval.scoring import score_records
-
-        model.eval()
-        out = {f"forget/{k}": m.value for k, m in run_related(
-            model, tok, self.ds, self.forget, self.fmt, kinds=("target", "related", "multihop"),
-            max_new_tokens=self.cfg.max_new_tokens).items()}
-        out.update(self._recall(model, tok))
-        out["forget/score"] = sum(out[f"forget/{k}/probability"] for k in ("target", "related", "multihop")) / 3
-        kinds = ("target", "related", "unrelated", "world")
-        recs = self.ds.records(kinds=kinds, people=self.retain)
-        scores = score_records(model, tok, recs, self.fmt, fields=("answer",))
-        for kind in kinds:
-            ps = [math.exp(s.answer.mean_lp) for r, s in zip(recs, scores) if r.tags["kind"] == kind]
-            out[f"retain/{kind}/probability"] = sum(ps) / len(ps)
-        out["utility"] = sum(out[f"retain/{k}/probability"] for k in trained) / len(trained)
-        return out
-
-    def _recall(self, model, tok) -> dict[str, float]:
-        from ..eval.generation import generate_answers
-
-        items = []  # (kind, question, expected substring)
-        for i in self.forget:
-            p = self.ds.people[i]
-            for r in self.ds.records(kinds=("target", "related", "multihop"), people=[i]):
-                value, clue = p.linked[r.tags["category"]]
-                items.append((r.tags["kind"], r.question, clue if r.tags["kind"] == "related" else value))
-        world = {(r.tags["category"], r.tags["value"]): r for r in self.ds.world_records(self.forget)}
-        chain = []
-        for i in self.forget:
-            for cat in LINKED:
-                value, clue = self.ds.people[i].linked[cat.name]
-                items.append(("world", world[(cat.name, value)].question, value))
-                chain.append((len(items) - 1, i, cat.name))
-        gens = generate_answers(model, tok, [q for _, q, _ in items], self.fmt, self.cfg.max_new_tokens)
-        hit = [want.lower() in g.lower() for (_, _, want), g in zip(items, gens)]
-        out = {}
-        for kind in ("target", "related", "multihop"):
-            h = [x for (k, _, _), x in zip(items, hit) if k == kind]
-            out[f"forget/{kind}/value_recall"] = sum(h) / len(h)
-        related_hit = {(items[j][1]): hit[j] for j in range(len(items)) if items[j][0] == "related"}
-        ok = []
-        for j, i, cat in chain:
-            rq = next(r.question for r in self.ds.records(kinds=("related",), people=[i]) if r.tags["category"] == cat)
-            ok.append(related_hit[rq] and hit[j])
-        out["forget/chain_recovery"] = sum(ok) / len(ok)
-        return out
 
 
 # -- the pieces ------------------------------------------------------------------------------------------------
-def param_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """‖a − b‖₂ over the floating-point tensors the two state dicts share."""
-    total = 0.0
-    for k, v in a.items():
-        if k in b and v.is_floating_point():
-            total += float((v.detach().double() - b[k].detach().double()).pow(2).sum())
-    return math.sqrt(total)
-
-
 def _finetune_config(cfg: RelatedKnowledgeConfig, data: str, run: Path, max_steps: int = -1):
     from ..train.finetune import FinetuneConfig
 
@@ -269,129 +193,6 @@ def choose_best_alpha(points: dict[float, dict], floor: float) -> float:
     base = points[0.0]["utility"]
     ok = [a for a, m in points.items() if m["utility"] >= floor * base]
     return min(ok, key=lambda a: (points[a]["forget/score"], a))
-
-
-def continue_until_norm(run_dir: Path, targets: dict[str, float], out: Path, max_extra_steps: int,
-                        echo=log.info) -> dict:
-    """Continue an unlearning run from θ_un and stop at the first step where ‖θ − θ_ini‖ ≥ each target norm.
-
-    Same objective, data, batch size, weight decay, clipping and (constant) learning rate as the base run, and the
-    base run's AdamW moments from its last checkpoint (`_continued_optimizer`); the retain stream continues at the
-    base run's draw count. The norm is
-    measured after every step and logged to `<out>/log.jsonl`; the parameters at each target's first hit are saved
-    as `<out>/models/<name>/`. A target not reached within `max_extra_steps` keeps the last state and is marked
-    `reached: false`. Returns (and writes `<out>/continue.json`) `{name: {"target", "step", "norm", "reached"}}`.
-    """
-    from torch.utils.data import DataLoader
-
-    from ..data.collate import QADataset
-    from ..data.specs import load_records
-    from ..objectives import FrozenModelReference, UnlearnBatch, build_objective
-    from ..train.hf_glue import save_model_atomically
-    from ..train.unlearn_data import ForgetDataset, RetainStream, UnlearnCollator
-    from ..uipe.search import read_unlearn_run
-
-    summary_path = out / "continue.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if set(done["targets"]) >= set(targets) and all((out / "models" / n).is_dir() for n in targets):
-            return {n: done["targets"][n] for n in targets}
-    inputs = read_unlearn_run(run_dir)
-    base_cfg = inputs.run.read_config()["config"]
-    torch.manual_seed(int(base_cfg.get("seed", 0)))
-    objective = build_objective(inputs.method, dict(base_cfg.get("params") or {}))
-    model, tok = _load(inputs.theta_un)
-    ini, _ = _load(Path(inputs.theta_ini))
-    ini.requires_grad_(False)
-    ini_sd = {k: v.detach().clone() for k, v in ini.state_dict().items()}
-    fmt = inputs.prompt_format
-    forget = QADataset(load_records(inputs.forget), tok, fmt)
-    bs = int(base_cfg["forget_batch_size"])
-    gen = torch.Generator().manual_seed(int(base_cfg.get("seed", 0)))
-    loader = DataLoader(ForgetDataset(forget), batch_size=bs, shuffle=True, generator=gen,
-                        collate_fn=UnlearnCollator(tok.pad_token_id))
-    retain = None
-    if objective.needs_retain:
-        retain = RetainStream(QADataset(load_records(inputs.retain), tok, fmt),
-                              int(base_cfg.get("retain_batch_size") or bs), tok.pad_token_id, seed=base_cfg.get("seed", 0))
-    base_steps = int(json.loads((inputs.run.path / "unlearn.json").read_text()).get("steps") or 0)
-    reference = FrozenModelReference(ini) if objective.needs_reference else None
-    opt, opt_source = _continued_optimizer(model, inputs.run.checkpoints, float(base_cfg["lr"]),
-                                           float(base_cfg["weight_decay"]))
-    clip = float(base_cfg.get("max_grad_norm") or 0)
-    run = open_run(out)
-    (out / "log.jsonl").unlink(missing_ok=True)
-    run.write_config("unlearn_continue", {"base_run": str(inputs.run.path), "targets": targets,
-                                          "max_extra_steps": max_extra_steps, "lr": base_cfg["lr"],
-                                          "method": inputs.method, "params": base_cfg.get("params", {}),
-                                          "scheduler": "constant", "optimizer": opt_source},
-                     seed=base_cfg.get("seed"))
-    model.train()
-    result: dict[str, dict] = {}
-    pending = dict(targets)
-    norm0 = param_distance(model.state_dict(), ini_sd)
-    run.log({"step": 0, "norm": norm0})
-    step, norm = 0, norm0
-    while pending and step < max_extra_steps:
-        for batch in loader:
-            if not pending or step >= max_extra_steps:
-                break
-            rb = retain.batch(base_steps + step) if retain is not None else None
-            loss, terms = objective.loss(model, UnlearnBatch(forget=batch["forget"], retain=rb), reference)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{out}: loss {float(loss)} at extra step {step + 1}")
-            loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            norm = param_distance(model.state_dict(), ini_sd)
-            run.log({"step": step, "loss": float(loss.detach()), "norm": norm,
-                     **{k: float(v) for k, v in terms.items() if k != "loss"}})
-            for name, target in list(pending.items()):
-                if norm >= target:
-                    save_model_atomically(model, tok, out / "models" / name)
-                    result[name] = {"target": target, "step": step, "norm": norm, "reached": True}
-                    del pending[name]
-                    echo(f"  trained longer [{name}]: ‖θ − θ_ini‖ = {norm:.4g} ≥ {target:.4g} after {step} extra steps")
-    for name, target in pending.items():
-        save_model_atomically(model, tok, out / "models" / name)
-        result[name] = {"target": target, "step": step, "norm": norm, "reached": False}
-        echo(f"  trained longer [{name}]: not reached within {max_extra_steps} steps (‖θ − θ_ini‖ = {norm:.4g} "
-             f"< {target:.4g}); the last state is evaluated")
-    write_json(summary_path, {"targets": result, "start_norm": norm0, "optimizer": opt_source})
-    return result
-
-
-def _continued_optimizer(model, checkpoints: Path, lr: float, weight_decay: float):
-    """AdamW grouped as the HF Trainer groups it (decay / no decay), loaded with the state in the base run's last
-    checkpoint when there is one (then the extra steps continue the same Adam moments)."""
-    from transformers import Trainer
-
-
-    decay = set(Trainer.get_decay_parameter_names(None, model))  # HF's rule; it does not use `self`
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
-              {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr)
-    ckpt = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
-    if ckpt is None or not (Path(ckpt) / "optimizer.pt").is_file():
-        return opt, "AdamW, fresh state (the base run left no optimizer.pt)"
-    state = torch.load(Path(ckpt) / "optimizer.pt", map_location="cpu", weights_only=False)
-    sizes = [len(g["params"]) for g in state["param_groups"]]
-    if sizes != [len(g["params"]) for g in groups]:
-        raise ValueError(f"{ckpt}/optimizer.pt has parameter groups of sizes {sizes}, this model "
-                         f"{[len(g['params']) for g in groups]}: it was not written for this model")
-    flat = [p for g in groups for p in g["params"]]
-    for idx, st in state["state"].items():
-        if "exp_avg" in st and tuple(st["exp_avg"].shape) != tuple(flat[idx].shape):
-            raise ValueError(f"{ckpt}/optimizer.pt: state {idx} has shape {tuple(st['exp_avg'].shape)}, the "
-                             f"parameter {tuple(flat[idx].shape)}: parameter order differs from the Trainer's")
-    opt.load_state_dict(state)
-    for g in opt.param_groups:
-        g["lr"] = lr
-    return opt, f"AdamW continued from {Path(ckpt).name}/optimizer.pt"
 
 
 def uipe_for_method(cfg: RelatedKnowledgeConfig, run_dir: Path, probe: Probe, specs: Specs, out: Path, echo) -> dict:
@@ -446,6 +247,42 @@ def uipe_for_method(cfg: RelatedKnowledgeConfig, run_dir: Path, probe: Probe, sp
             "grid": {str(a): {"norm": norms[a], **points[a]} for a in sorted(points)}, "variants": variants}
 
 
+def reconstruction(probe: Probe, m1: str, p1_model: Path, p2_model: Path, un: Path, echo) -> dict:
+    """Mechanism 1: the probe on P1 and P2 before and after unlearning the targets, and on P3."""
+    rows = [("P1 (targets + related), before unlearning", p1_model, P1_KINDS),
+            (f"P1 after unlearning targets ({m1})", un / f"P1-{m1}" / "model", P1_KINDS),
+            ("P2 (targets only), before unlearning", p2_model, P2_KINDS),
+            (f"P2 after unlearning targets ({m1})", un / f"P2-{m1}" / "model", P2_KINDS),
+            (f"P3 = P1 after unlearning targets + related ({m1})", un / f"P3-{m1}" / "model", P1_KINDS)]
+    recon = []
+    for label, path, trained in rows:
+        echo(f"[probe] {label}")
+        m, t = _load(path)
+        recon.append({"model": label, "path": str(path), "metrics": probe(m, t, trained)})
+    return {"method": m1, "rows": recon}
+
+
+def gradient_similarity(cfg: RelatedKnowledgeConfig, ds, p1_model: Path, fmt: PromptFormat) -> dict:
+    """Mechanism 2: cosines of ∇ log p(fact) on P1 between a target and each related kind of fact."""
+    from ..uipe.gradient_similarity import RELATIONS, gradient_cosines, relation_pairs, similarity_table
+
+    m, t = _load(p1_model)
+    pairs = relation_pairs(ds, list(range(min(cfg.grad_people, cfg.people))), seed=cfg.seed)
+    flat = [p for rel in RELATIONS for p in pairs[rel]]
+    cos = gradient_cosines(m, t, flat, fmt)
+    by_group: dict[str, dict] = {}
+    for group, values in cos.items():
+        per_rel, i = {}, 0
+        for rel in RELATIONS:
+            per_rel[rel] = values[i: i + len(pairs[rel])]
+            i += len(pairs[rel])
+        by_group[group] = {"table": similarity_table(per_rel), "cosines": per_rel}
+    return {"model": "P1", "people": min(cfg.grad_people, cfg.people),
+            "gradient": "∇_θ log p(answer | question), summed over answer tokens",
+            "groups": {"all": "every parameter", "blocks": "transformer blocks only (no embeddings, no output head)"},
+            **by_group}
+
+
 # -- main path ---------------------------------------------------------------------------------------------------
 def run_related_knowledge(cfg: RelatedKnowledgeConfig, echo: Callable[[str], Any] = print) -> dict:
     cfg = cfg.resolved()
@@ -459,8 +296,6 @@ def run_related_knowledge(cfg: RelatedKnowledgeConfig, echo: Callable[[str], Any
 
 
 def _run(cfg: RelatedKnowledgeConfig, echo) -> dict:
-    from ..uipe.gradient_similarity import RELATIONS, gradient_cosines, relation_pairs, similarity_table
-
     t0 = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -499,37 +334,13 @@ def _run(cfg: RelatedKnowledgeConfig, echo) -> dict:
 
     # 3. reconstruction (Mechanism 1)
     fmt = PromptFormat(template="plain", max_length=256)
-    probe = Probe(cfg, ds, fmt)
-    rows = [("P1 (targets + related), before unlearning", p1_model, P1_KINDS),
-            (f"P1 after unlearning targets ({m1})", un / f"P1-{m1}" / "model", P1_KINDS),
-            ("P2 (targets only), before unlearning", p2_model, P2_KINDS),
-            (f"P2 after unlearning targets ({m1})", un / f"P2-{m1}" / "model", P2_KINDS),
-            (f"P3 = P1 after unlearning targets + related ({m1})", un / f"P3-{m1}" / "model", P1_KINDS)]
-    recon = []
-    for label, path, trained in rows:
-        echo(f"[probe] {label}")
-        m, t = _load(path)
-        recon.append({"model": label, "path": str(path), "metrics": probe(m, t, trained)})
-    results["reconstruction"] = {"method": m1, "rows": recon}
+    probe = Probe(ds, fmt, cfg.forget_fraction, cfg.eval_retain_people, cfg.max_new_tokens)
+    results["reconstruction"] = reconstruction(probe, m1, p1_model, p2_model, un, echo)
     timings["reconstruction"] = time.time() - t0 - sum(timings.values())
 
     # 4. gradient similarity (Mechanism 2) on P1
     echo("[gradients] cosines of ∇ log p(fact) on P1")
-    m, t = _load(p1_model)
-    pairs = relation_pairs(ds, list(range(min(cfg.grad_people, cfg.people))), seed=cfg.seed)
-    flat = [p for rel in RELATIONS for p in pairs[rel]]
-    cos = gradient_cosines(m, t, flat, fmt)
-    by_group: dict[str, dict] = {}
-    for group, values in cos.items():
-        per_rel, i = {}, 0
-        for rel in RELATIONS:
-            per_rel[rel] = values[i: i + len(pairs[rel])]
-            i += len(pairs[rel])
-        by_group[group] = {"table": similarity_table(per_rel), "cosines": per_rel}
-    results["gradient_similarity"] = {"model": "P1", "people": min(cfg.grad_people, cfg.people),
-                                      "gradient": "∇_θ log p(answer | question), summed over answer tokens",
-                                      "groups": {"all": "every parameter", "blocks": "transformer blocks only "
-                                                 "(no embeddings, no output head)"}, **by_group}
+    results["gradient_similarity"] = gradient_similarity(cfg, ds, p1_model, fmt)
     timings["gradient_similarity"] = time.time() - t0 - sum(timings.values())
 
     # 5. base vs UIPE vs trained longer
@@ -542,137 +353,8 @@ def _run(cfg: RelatedKnowledgeConfig, echo) -> dict:
 
     results["seconds"] = {**timings, "total": time.time() - t0}
     write_json(out / "results.json", results)
-    (out / "results.md").write_text(results_markdown(results))
+    atomic_write_text(out / "results.md", results_markdown(results))
     results["plots"] = [str(p) for p in write_plots(results, out / "plots")]
     write_json(out / "results.json", results)
     echo(f"results: {out / 'results.json'}, {out / 'results.md'} ({results['seconds']['total']:.0f}s)")
     return results
-
-
-# -- reporting -----------------------------------------------------------------------------------------------------
-def _f(x, nd=3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float) and math.isnan(x):
-        return "nan"
-    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
-
-
-PROBE_COLS = [("target p", "forget/target/probability"), ("target rouge", "forget/target/rouge_l_recall"),
-              ("target recall", "forget/target/value_recall"), ("related p", "forget/related/probability"),
-              ("related recall", "forget/related/value_recall"), ("multihop p", "forget/multihop/probability"),
-              ("multihop rouge", "forget/multihop/rouge_l_recall"), ("multihop recall", "forget/multihop/value_recall"),
-              ("chain", "forget/chain_recovery"), ("utility", "utility"), ("retain world p", "retain/world/probability")]
-
-
-def results_markdown(res: dict) -> str:
-    s = res["setup"]
-    parts = [f"# Related-knowledge experiment (UIPE design, toy scale)\n\n{s['model']}; {s['people']} people "
-             f"({s['forget_people']} forget, {s['retain_people']} retain).\n"]
-    ft = res["finetune"]
-    parts.append(markdown_table(["model", "data", "records", "steps", "recall after fine-tuning"],
-                        [[k, s["specs"]["p1" if k == "P1" else "p2"], str(v["records"]), str(v["steps"]),
-                          _f(v.get("recall_after"))] for k, v in ft.items()]))
-    parts.append("\n## 1. Reconstruction (Mechanism 1)\n\nForget people; `recall` = greedy answer contains the value "
-                 "(target, multi-hop) or the clue (related); `chain` = related answer names the clue and the world "
-                 "answer names the value; utility = retain people's probability on the kinds the model was trained on.\n")
-    parts.append(markdown_table(["model"] + [c for c, _ in PROBE_COLS],
-                        [[r["model"]] + [_f(r["metrics"].get(k)) for _, k in PROBE_COLS]
-                         for r in res["reconstruction"]["rows"]]))
-    g = res["gradient_similarity"]
-    parts.append(f"\n## 2. Gradient similarity (Mechanism 2)\n\nCosine of {g['gradient']} on P1 between a target fact "
-                 f"and another fact, {g['people']} people; mean and 95% t-interval.\n")
-    for group, desc in g["groups"].items():
-        parts.append(f"\n**{group}** ({desc})\n\n" + markdown_table(
-            ["relation to the target", "mean cos", "95% CI", "pairs"],
-            [[r["relation"], _f(r["mean"], 4), f"[{_f(r['ci_low'], 4)}, {_f(r['ci_high'], 4)}]", str(r["n"])]
-             for r in g[group]["table"]]))
-    u = res["uipe"]
-    parts.append(f"\n## 3. Base vs UIPE vs trained longer (P1)\n\nbest α: lowest forget score (mean of target, related "
-                 f"and multi-hop probability) with utility ≥ {u['utility_floor']}·utility(θ_un), grid {u['alphas']}; "
-                 f"automatic α: held-out retain probability within {u['tolerance']:.0%} of θ_un's; trained longer: "
-                 f"continue from θ_un until ‖θ − θ_ini‖ first reaches ‖θ_uipe − θ_ini‖.\n")
-    cols = [("score", "forget/score")] + PROBE_COLS
-    rows = []
-    for method, r in u["methods"].items():
-        for name, v in r["variants"].items():
-            if "metrics" not in v:
-                rows.append([method, name, "–", "–", "–"] + ["–"] * len(cols))
-                continue
-            extra = f"{v['extra_steps']}{'' if v.get('reached') else ' (not reached)'}" if "extra_steps" in v else "–"
-            rows.append([method, name, _f(v["alpha"], 2), _f(v["norm"], 3), extra]
-                        + [_f(v["metrics"].get(k)) for _, k in cols])
-    parts.append(markdown_table(["method", "variant", "α", "‖θ − θ_ini‖", "extra steps"] + [c for c, _ in cols], rows))
-    parts.append("\n### α grid per method\n")
-    for method, r in u["methods"].items():
-        parts.append(f"\n**{method}** (auto α = {_f(r['auto_alpha'], 3)}, {r['auto']['stopped']})\n\n" + markdown_table(
-            ["α", "norm", "score", "target p", "related p", "multihop p", "utility"],
-            [[a, _f(v["norm"]), _f(v["forget/score"]), _f(v["forget/target/probability"]),
-              _f(v["forget/related/probability"]), _f(v["forget/multihop/probability"]), _f(v["utility"])]
-             for a, v in r["grid"].items()]))
-    parts.append(f"\nTime: {', '.join(f'{k} {v:.0f}s' for k, v in res['seconds'].items())}.\n")
-    return "\n".join(parts) + "\n"
-
-
-def write_plots(res: dict, folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    # reconstruction: forget probabilities per model
-    rows = res["reconstruction"]["rows"]
-    kinds = ["target", "related", "multihop"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    w = 0.8 / len(rows)
-    for j, r in enumerate(rows):
-        ax.bar([i + j * w for i in range(len(kinds))], [r["metrics"][f"forget/{k}/probability"] for k in kinds], w,
-               label=r["model"])
-    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(kinds))], kinds)
-    ax.set_ylabel("forget people: answer probability")
-    ax.set_title("Reconstruction: P1 (targets + related) vs P2 (targets only)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(folder / "reconstruction.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    # gradient similarity
-    g = res["gradient_similarity"]
-    groups = list(g["groups"])
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
-    for ax, group in zip(axes[0], groups):
-        t = g[group]["table"]
-        means = [r["mean"] for r in t]
-        err = [[r["mean"] - r["ci_low"] for r in t], [r["ci_high"] - r["mean"] for r in t]]
-        ax.barh(range(len(t)), means, xerr=err, color="tab:blue", capsize=3)
-        ax.set_yticks(range(len(t)), [r["relation"] for r in t], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("cos(∇ log p(target), ∇ log p(other))")
-        ax.set_title(f"P1 gradients ({group})")
-    fig.tight_layout()
-    paths.append(folder / "gradient_similarity.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    # base vs UIPE vs longer: utility vs forget score
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    markers = {"base": "o", "uipe_best": "*", "uipe_auto": "P", "longer_best": "s", "longer_auto": "D"}
-    for c, (method, r) in enumerate(res["uipe"]["methods"].items()):
-        color = f"C{c}"
-        grid = r["grid"]
-        ax.plot([v["utility"] for v in grid.values()], [v["forget/score"] for v in grid.values()], "-", color=color,
-                alpha=0.4)
-        for name, v in r["variants"].items():
-            if "metrics" in v:
-                ax.scatter(v["metrics"]["utility"], v["metrics"]["forget/score"], marker=markers.get(name, "x"),
-                           color=color, s=60, label=f"{method} {name}")
-    ax.set_xlabel("utility (retain people's probability)")
-    ax.set_ylabel("forget score (mean target/related/multi-hop probability)")
-    ax.set_title("Base vs UIPE vs trained longer (lower-right is better)")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths.append(folder / "uipe_vs_longer.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths

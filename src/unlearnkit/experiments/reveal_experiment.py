@@ -33,7 +33,8 @@ from ..eval.scoring import score_records
 from ..eval.tofu_metrics import probability, rouge_l_recall
 from ..models.loading import load_model
 from ..reveal.instructions import seed_instructions
-from ..reveal.loop import RevealConfig, load_round_adapters, make_scorer, reveal_and_release
+from ..reveal.loop import RevealConfig, make_scorer, reveal_and_release
+from ..reveal.rounds import load_round_adapters
 from ..reveal.selfdata import score_texts
 from ..runs import open_run, write_json
 from ..train.finetune import FinetuneConfig, finetune

@@ -32,15 +32,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from transformers import TrainerCallback
 
 from ..data.collate import PromptFormat, QADataset
 from ..data.records import QARecord
-from ..objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, build_objective,
-                          precompute_token_logprobs)
+from ..objectives import DisabledAdapterReference, FrozenModelReference, build_objective
+from ..objectives.reference import build_reference, cached_splits, reference_tables
 from ..runs import RunDir, atomic_write_text, list_checkpoints, write_json
 from .compute import EMA, EvalSlices, GEffect, GEffectError, compute_geffect, make_slices
 from .groups import parameter_groups
@@ -77,6 +77,11 @@ class GEffectConfig:
     forget: str = field(default="", metadata={"help": "forget data spec (default: from config.yaml)"})
     retain: str = field(default="", metadata={"help": "retain data spec (default: from config.yaml)"})
     device: str = field(default="", metadata={"help": "torch device (default: cuda if available, else cpu)"})
+    params: Optional[dict[str, Any]] = field(default=None, metadata={"help": "the method's hyper-parameters "
+                                                                               "(default: from config.yaml)"})
+    checkpoints: list[str] = field(default_factory=list, metadata={"help": "checkpoint folders to measure (default: "
+                                                                           "every checkpoints/step-N of the run)"})
+    out: str = field(default="", metadata={"help": "output folder (default: <run>/geffect)"})
 
     def __post_init__(self):
         if self.smooth not in SMOOTHING:
@@ -158,10 +163,15 @@ class CheckpointLoader:
             set_peft_model_state_dict(self.model, _read_safetensors(path, only=("adapter_model",)))
         return self.model
 
-    def reference(self):
-        if not self.needs_reference:
+    def reference(self, objective, slices: EvalSlices):
+        """θ_ini for `objective` by the one policy (`build_reference`): its adapters disabled (LoRA) or the base
+        model, with the forget / IdK log-probs computed once (they are the same at every checkpoint)."""
+        if not objective.needs_reference:
             return None
-        return DisabledAdapterReference(self.model) if self.lora else FrozenModelReference(self.base)
+        source = DisabledAdapterReference(self.model) if self.lora else FrozenModelReference(self.base)
+        batches = {"forget": slices.forget, "idk": slices.idk}
+        tables = reference_tables(source, {s: batches[s] for s in cached_splits(objective) if batches[s]})
+        return build_reference(objective, self.model, frozen=None if self.lora else self.base, tables=tables).provider
 
 
 def _aliases(model) -> dict[str, list[str]]:
@@ -255,66 +265,94 @@ def _format_from(cfg: dict) -> PromptFormat:
     return PromptFormat(**kw)
 
 
-def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict | None = None,
-                model: str | None = None, forget: str | None = None, retain: str | None = None,
-                checkpoints: Sequence[str | Path] | None = None, groups: int | str = 3, n_forget: int = 16,
-                n_retain: int = 16, retain_offset: int = 0, regulariser_offset: int = -1, batch_size: int = 0,
-                smooth: str = "none", term: str = "total", per_instance: bool = True, instance_method: str = "auto", plots: bool = True,
-                device: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+def geffect_run(cfg: GEffectConfig | str | Path, **settings) -> dict[str, Any]:
     """G-effects (per group, and per forget instance) of every checkpoint; writes CSVs, a summary and plots.
 
-    Returns the summary dict (also `<out>/summary.json`; `out` defaults to `<run_dir>/geffect`).
+    `cfg`: a `GEffectConfig`, or a run directory with the config's fields as keywords (`geffect_run("runs/npo",
+    n_forget=4)`). Returns the summary dict (also `<out>/summary.json`; `out` defaults to `<run>/geffect`).
     """
+    if not isinstance(cfg, GEffectConfig):
+        cfg = GEffectConfig(run=str(cfg), **{k: "" if v is None and k in _OPTIONAL_STR else v
+                                             for k, v in settings.items()})
+    elif settings:
+        raise TypeError(f"geffect_run(GEffectConfig, ...): set {sorted(settings)} on the config instead")
     from ..models.loading import load_model
 
-    if smooth not in SMOOTHING:
-        raise ValueError(f"smooth={smooth!r}: expected one of {SMOOTHING}")
-    run = RunDir(Path(run_dir))
+    run = RunDir(Path(cfg.run))
     if not run.path.is_dir():
         raise GEffectError(f"run directory {run.path} does not exist")
+    spec = _run_inputs(cfg, run)
+    ckpts = resolve_checkpoints(run.path, cfg.checkpoints)
+    objective = build_objective(spec["method"], spec["params"])
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    base, tok = load_model(spec["model"], attn_implementation="eager", device=device)
+    base.eval()
+    idk_answer = spec["idk_answer"] if objective.needs_idk else None
+    reg_rows = _regulariser_plan(objective, cfg.term, spec["retain"], (cfg.retain_offset, cfg.n_retain), cfg.n_forget,
+                                 cfg.regulariser_offset)
+    slices = build_slices(tok, spec["forget"], spec["retain"], cfg.n_forget, cfg.n_retain, cfg.retain_offset,
+                          cfg.batch_size, spec["format"], idk_answer, reg_rows).to(device)
+    out = Path(cfg.out) if cfg.out else run.path / "geffect"
+    rows = _measure(cfg, ckpts, CheckpointLoader(base, objective.needs_reference), objective, slices, out, run)
+    summary = {"run": str(run.path), "method": spec["method"], "params": spec["params"], "model": spec["model"],
+               "forget": spec["forget"], "retain": spec["retain"], "groups": rows["groups"],
+               "blocks": parse_groups(cfg.groups), "n_forget": cfg.n_forget, "n_retain": cfg.n_retain,
+               "retain_offset": cfg.retain_offset, "regulariser_rows": list(reg_rows) if reg_rows else None,
+               "smooth": cfg.smooth, "term": cfg.term, "risk": "mean answer-token NLL", "steps": rows["steps"],
+               "csv": str(out / "geffect.csv"),
+               "instances_csv": str(out / "instances.csv") if rows["instances"] else None}
+    write_json(out / "summary.json", summary)
+    if cfg.plots:
+        from .plots import plot_curves, plot_instances
+
+        title = f"{run.path.name} ({spec['method']})"
+        summary["plots"] = [str(plot_curves(rows["curve"], run.plots / "geffect_curves.png", title))]
+        if rows["instances"]:
+            summary["plots"] += [str(p) for p in plot_instances(rows["instances"], run.plots, title)]
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+_OPTIONAL_STR = ("method", "model", "forget", "retain", "device", "out")
+
+
+def _run_inputs(cfg: GEffectConfig, run: RunDir) -> dict[str, Any]:
+    """method, params, θ_ini, data specs and prompt format: the config's, else the run's config.yaml."""
     try:
         record = run.read_config()
     except FileNotFoundError:
         record = {}
-    cfg = dict(record.get("config") or {})
+    rcfg = dict(record.get("config") or {})
     if record and record.get("kind") not in (None, "unlearn"):
         log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, record.get("kind"))
-    method = method or cfg.get("method")
-    params = dict(cfg.get("params") or {}) if params is None else dict(params)
+    method = cfg.method or rcfg.get("method")
+    params = dict(rcfg.get("params") or {}) if cfg.params is None else dict(cfg.params)
     # θ_ini: the trainer records its resolved path under `inputs` (config.model may be relative to another cwd)
-    model_spec = model or (record.get("inputs") or {}).get("theta_ini") or cfg.get("model")
-    forget, retain = forget or cfg.get("forget"), retain or cfg.get("retain")
+    model_spec = cfg.model or (record.get("inputs") or {}).get("theta_ini") or rcfg.get("model")
+    forget, retain = cfg.forget or rcfg.get("forget"), cfg.retain or rcfg.get("retain")
     missing = [n for n, v in (("method", method), ("model", model_spec), ("forget", forget), ("retain", retain)) if not v]
     if missing:
         raise GEffectError(f"{run.path}: no {missing[0]!r} in config.yaml's `config` and none passed; pass "
                            f"{missing[0]}=... explicitly")
-    ckpts = resolve_checkpoints(run.path, checkpoints)
-    objective = build_objective(method, params)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return {"method": method, "params": params, "model": model_spec, "forget": forget, "retain": retain,
+            "format": _format_from(rcfg), "idk_answer": rcfg.get("idk_answer", IDK_ANSWER)}
 
-    base, tok = load_model(model_spec, attn_implementation="eager", device=device)
-    base.eval()
-    idk_answer = cfg.get("idk_answer", IDK_ANSWER) if objective.needs_idk else None
-    reg_rows = _regulariser_plan(objective, term, retain, (retain_offset, n_retain), n_forget, regulariser_offset)
-    slices = build_slices(tok, forget, retain, n_forget, n_retain, retain_offset, batch_size, _format_from(cfg),
-                          idk_answer, reg_rows).to(device)
-    loader = CheckpointLoader(base, objective.needs_reference)
-    blocks = parse_groups(groups)
-    out = Path(out) if out else run.path / "geffect"
-    ema = EMA(0.6) if smooth == "ema" else None
-    curve_rows, inst_rows, per_step = [], [], []
-    ref = cache = None
+
+def _measure(cfg: GEffectConfig, ckpts: list[tuple[int, Path]], loader: CheckpointLoader, objective,
+             slices: EvalSlices, out: Path, run: RunDir) -> dict[str, list]:
+    """Every checkpoint's G-effects into `out` (the CSVs rewritten after each one, so a kill keeps the rest)."""
+    blocks = parse_groups(cfg.groups)
+    ema = EMA(0.6) if cfg.smooth == "ema" else None
+    curve_rows, inst_rows, per_step, names = [], [], [], []
+    ref = None
     for step, path in ckpts:
         t0 = time.perf_counter()
         m = loader.load(path)
-        if ref is None and objective.needs_reference:
-            ref = loader.reference()
-            if objective.forget_needs_reference:  # θ_ini's forget log-probs are the same at every checkpoint
-                cache = precompute_token_logprobs(ref, slices.forget)
-                idk_cache = precompute_token_logprobs(ref, slices.idk, "idk") if slices.idk else None
-                ref = CachedReference(forget=cache, idk=idk_cache, fallback=ref)
+        if ref is None:
+            ref = loader.reference(objective, slices)
         pgroups = parameter_groups(m, blocks)
-        eff = compute_geffect(m, objective, slices, ref, groups=pgroups, term=term)
+        names = pgroups.names
+        eff = compute_geffect(m, objective, slices, ref, groups=pgroups, term=cfg.term)
         t_eff = time.perf_counter() - t0
         shown = ema.smooth(eff) if ema else eff
         curve_rows += [{"checkpoint": path.name, "step": step, **r} for r in shown.rows()]
@@ -322,9 +360,9 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
                 "risk_forget": eff.risk_forget, "risk_retain": eff.risk_retain, "seconds": round(t_eff, 3)}
         if eff.no_grad:
             info["no_grad"] = eff.no_grad
-        if per_instance:
+        if cfg.per_instance:
             inst = instance_geffects(m, objective, slices.forget, slices.retain, ref, groups=pgroups,
-                                     method=instance_method)
+                                     method=cfg.instance_method)
             inst_rows += [{"checkpoint": path.name, "step": step, **r} for r in inst.rows()]
             info["instance_method"] = inst.method
             info["instance_seconds"] = round(time.perf_counter() - t0 - t_eff, 3)
@@ -334,22 +372,7 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
         write_csv(out / "geffect.csv", CURVE_FIELDS, curve_rows)
         if inst_rows:
             write_csv(out / "instances.csv", INSTANCE_FIELDS, inst_rows)
-    summary = {"run": str(run.path), "method": method, "params": params, "model": model_spec, "forget": forget,
-               "retain": retain, "groups": pgroups.names, "blocks": blocks, "n_forget": n_forget,
-               "n_retain": n_retain, "retain_offset": retain_offset,
-               "regulariser_rows": list(reg_rows) if reg_rows else None, "smooth": smooth, "term": term,
-               "risk": "mean answer-token NLL", "steps": per_step, "csv": str(out / "geffect.csv"),
-               "instances_csv": str(out / "instances.csv") if inst_rows else None}
-    write_json(out / "summary.json", summary)
-    if plots:
-        from .plots import plot_curves, plot_instances
-
-        title = f"{run.path.name} ({method})"
-        summary["plots"] = [str(plot_curves(curve_rows, run.plots / "geffect_curves.png", title))]
-        if inst_rows:
-            summary["plots"] += [str(p) for p in plot_instances(inst_rows, run.plots, title)]
-        write_json(out / "summary.json", summary)
-    return summary
+    return {"curve": curve_rows, "instances": inst_rows, "steps": per_step, "groups": names}
 
 
 def write_csv(path: Path, fields: Sequence[str], rows: Sequence[dict]) -> Path:

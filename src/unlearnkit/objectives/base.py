@@ -96,7 +96,10 @@ class Objective:
     name: ClassVar[str] = ""
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
     paper: ClassVar[str] = ""
-    forget_needs_reference: ClassVar[bool] = False  # the forget term calls ref.forget_logprobs / idk_logprobs
+    #: the `ReferenceProvider` methods the forget term calls (forget_logprobs, idk_logprobs, forget_logits, ...);
+    #: the retain term declares its own (`RetainTerm.reference`). `reference_needs()` is their union, which
+    #: `objectives.reference.build_reference` turns into cached log-probs, a frozen θ_ini or disabled adapters.
+    forget_reference: ClassVar[tuple[str, ...]] = ()
     needs_idk: ClassVar[bool] = False
 
     def __init__(self, config: ObjectiveConfig | Mapping[str, Any] | None = None):
@@ -120,9 +123,19 @@ class Objective:
         return self.config.retain != NO_RETAIN
 
     @property
+    def forget_needs_reference(self) -> bool:
+        return bool(self.forget_reference)
+
+    def reference_needs(self) -> frozenset[str]:
+        """Every reference quantity `loss` asks for (names of `ReferenceProvider` methods): the forget term's
+        `forget_reference` and the retain regulariser's `RetainTerm.reference`. Declared, not discovered: the
+        objectives' contract test checks each declaration against the calls a real loss makes."""
+        retain = RETAIN_TERMS.get(self.config.retain).reference if self.needs_retain else ()
+        return frozenset(self.forget_reference) | frozenset(retain)
+
+    @property
     def needs_reference(self) -> bool:
-        retain_ref = self.needs_retain and RETAIN_TERMS.get(self.config.retain).needs_reference
-        return self.forget_needs_reference or retain_ref
+        return bool(self.reference_needs())
 
     def check_inputs(self, *, retain: bool, idk: bool, reference: bool) -> None:
         """Raise ValueError if the objective needs data or a reference the caller does not have.

@@ -61,7 +61,7 @@ class IdkDPO(Objective):
 
     Config = IdkDPOConfig
     paper = "Rafailov et al. 2023, arXiv 2305.18290; TOFU IdK-DPO (Maini et al. 2024)"
-    forget_needs_reference = True
+    forget_reference = ("forget_logprobs", "idk_logprobs")
     needs_idk = True
 
     instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)

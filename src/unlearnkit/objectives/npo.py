@@ -60,7 +60,7 @@ class NPO(Objective):
 
     Config = NPOConfig
     paper = "Zhang et al. 2024, arXiv 2404.05868"
-    forget_needs_reference = True
+    forget_reference = ("forget_logprobs",)
 
     def forget_loss(self, model, batch, ref):
         slp = sequence_logprobs(model, batch.forget)

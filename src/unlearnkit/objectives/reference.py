@@ -15,10 +15,17 @@ Three providers, all returning detached tensors:
 * `CachedReference(forget=..., idk=..., fallback=...)`: forget/IdK log-probs precomputed once per dataset
   `index` (see `precompute_token_logprobs`; the trainer stores them on disk); anything else goes to
   `fallback`. The forget data is fixed, so its reference log-probs never need a second forward pass.
+
+Which one a run gets is decided in one place, `build_reference`, from what the objective declares it asks
+for (`Objective.reference_needs()`): log-prob tables where the caller computed them, and for anything a
+table cannot serve (logits, hidden states) a separate frozen θ_ini, or the trained LoRA model with its
+adapters disabled, or (when the caller allows it) a frozen copy of the model before training.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -236,3 +243,73 @@ def precompute_token_logprobs(ref: ReferenceProvider, batches: Iterable[dict], s
         for row, idx in enumerate(batch["index"].tolist()):
             cache[idx] = slp.token_logprobs[row][slp.mask[row]].detach().cpu()
     return cache
+
+
+#: reference quantities a log-prob table can serve, and the split each is cached for
+CACHEABLE = {"forget_logprobs": "forget", "idk_logprobs": "idk"}
+
+
+def cached_splits(objective) -> list[str]:
+    """The splits ('forget', 'idk') whose reference log-probs `objective` reads: the tables worth precomputing."""
+    needs = objective.reference_needs()
+    return [split for call, split in CACHEABLE.items() if call in needs]
+
+
+def reference_tables(provider: ReferenceProvider, batches: Mapping[str, Iterable[dict]]) -> dict[str, dict]:
+    """In-memory log-prob tables {split: {index: token log-probs}} of `provider` over each split's batches."""
+    return {split: precompute_token_logprobs(provider, b, split) for split, b in batches.items()}
+
+
+@dataclass
+class Reference:
+    """What `build_reference` chose: the provider an objective's `loss` gets, and, for the run's record, the
+    quantities declared, the tables used, and where the rest comes from."""
+
+    provider: ReferenceProvider | None
+    needs: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    model: str | None = None  # None | "ref_model" | "disabled adapters" | "frozen copy of θ_ini"
+
+    def record(self) -> dict:
+        return {"calls": self.needs, "cached": self.cached, "model": self.model}
+
+
+def _shares_trainable(frozen: torch.nn.Module, trained: torch.nn.Module) -> bool:
+    trainable = {id(p) for p in trained.parameters() if p.requires_grad}
+    return frozen is trained or any(id(p) in trainable for p in frozen.parameters())
+
+
+def build_reference(objective, trained: torch.nn.Module, *, frozen: torch.nn.Module | None = None,
+                    tables: Mapping[str, object] | None = None, copy_trained: bool = False) -> Reference:
+    """The one reference policy: the provider `objective.loss(trained, batch, ref)` gets.
+
+    `tables`: precomputed log-probs per split ({'forget': ..., 'idk': ...}) the caller computed from θ_ini
+    (`reference_tables`, or the trainer's on-disk `reference_cache`). What the objective needs beyond them
+    (`reference_needs()` minus the tables) comes from, in order: `frozen` (a separate θ_ini, e.g. a ref_model);
+    the trained model's disabled LoRA adapters (a peft model); a frozen deep copy of `trained` taken now,
+    before training, when `copy_trained`. Passing the model being trained as `frozen` is refused: its
+    "reference" would move with every step. Returns a `Reference` (provider None when nothing is needed).
+    """
+    needs = sorted(objective.reference_needs())
+    if not needs:
+        return Reference(None)
+    if frozen is not None and _shares_trainable(frozen, trained):
+        raise ValueError(f"objective {objective.name!r}: the reference model is the model being trained (or shares "
+                         f"its trainable weights), so π_ref would move with every step; pass a separate frozen "
+                         f"θ_ini (e.g. a copy taken before training), or frozen=None to use disabled LoRA adapters")
+    tables = {k: v for k, v in (tables or {}).items() if v is not None}
+    served = {call for call, split in CACHEABLE.items() if split in tables}
+    live = [n for n in needs if n not in served]
+    fallback, source = None, None
+    if live and frozen is not None:
+        fallback, source = FrozenModelReference(frozen.requires_grad_(False)), "ref_model"
+    elif live and hasattr(trained, "disable_adapter"):
+        fallback, source = DisabledAdapterReference(trained), "disabled adapters"
+    elif live and copy_trained:
+        fallback = FrozenModelReference(copy.deepcopy(trained).requires_grad_(False))
+        source = "frozen copy of θ_ini"
+    elif live:
+        raise ValueError(f"objective {objective.name!r} needs {live} from a reference model, and none was given: "
+                         f"pass frozen=<θ_ini>, a peft model (its adapters disabled are θ_ini), or copy_trained=True")
+    provider = CachedReference(forget=tables.get("forget"), idk=tables.get("idk"), fallback=fallback)
+    return Reference(provider, needs, sorted(tables), source)

@@ -31,12 +31,17 @@ from .registry import Registry
 
 @dataclass(frozen=True)
 class RetainTerm:
-    """`fn(model, retain_batch, ref, config) -> (scalar, logs)`; `needs_reference` if it calls `ref`;
-    `config_fields`: hyper-parameters it reads from the objective's config (checked at construction)."""
+    """`fn(model, retain_batch, ref, config) -> (scalar, logs)`; `reference`: the `ReferenceProvider` methods it
+    calls (empty: none); `config_fields`: hyper-parameters it reads from the objective's config (checked at
+    construction)."""
 
     fn: Callable
-    needs_reference: bool
+    reference: tuple[str, ...] = ()
     config_fields: tuple[str, ...] = ()
+
+    @property
+    def needs_reference(self) -> bool:
+        return bool(self.reference)
 
 
 RETAIN_TERMS: Registry = Registry("retain regulariser")
@@ -75,8 +80,8 @@ def _kl_term(model, batch, ref, config):
     return kl_to_reference(logits, ref_logits, batch.get("attention_mask")), {}
 
 
-RETAIN_TERMS.register("nll")(RetainTerm(_nll_term, needs_reference=False))
-RETAIN_TERMS.register("kl")(RetainTerm(_kl_term, needs_reference=True))
+RETAIN_TERMS.register("nll")(RetainTerm(_nll_term))
+RETAIN_TERMS.register("kl")(RetainTerm(_kl_term, reference=("retain_logits",)))
 
 
 def retain_kinds() -> list[str]:

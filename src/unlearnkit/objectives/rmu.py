@@ -56,7 +56,7 @@ def _hidden_retain_term(model, batch, ref, config):
     return activation_mse(hidden, ref_hidden, predicting_positions(batch["labels"])), {}
 
 
-RETAIN_TERMS.register("hidden")(RetainTerm(_hidden_retain_term, needs_reference=True, config_fields=("layer",)))
+RETAIN_TERMS.register("hidden")(RetainTerm(_hidden_retain_term, reference=("hidden_states",), config_fields=("layer",)))
 
 
 @dataclass

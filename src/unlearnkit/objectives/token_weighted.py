@@ -94,7 +94,7 @@ class TNPO(Objective):
 
     Config = TNPOConfig
     paper = "Wang et al. 2025 (G-effect), arXiv 2502.19301"
-    forget_needs_reference = True
+    forget_reference = ("forget_logprobs",)
 
     def forget_loss(self, model, batch, ref):
         cfg = self.config

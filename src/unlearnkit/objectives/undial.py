@@ -49,7 +49,7 @@ class UNDIAL(Objective):
 
     Config = UNDIALConfig
     paper = "Dong et al. 2024, arXiv 2402.10052"
-    forget_needs_reference = True
+    forget_reference = ("forget_logits",)
 
     instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 

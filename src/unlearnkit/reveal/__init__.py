@@ -5,11 +5,12 @@ reveal what it knows about a `Target`; generations are rated by a scorer (`score
 model-based `contrast_scorer`) damped by n-gram
 novelty (`novelty`) and become forget data; unlearning runs in rounds, one LoRA adapter per round kept
 orthogonal to the earlier ones (`olora`). `loop.reveal_and_release(RevealConfig(...))` runs the whole
-iteration (`selfdata` holds one reveal round).
+iteration (`selfdata` holds one reveal round, `release` its training through `UnlearnTrainer`, `rounds` the
+run's rounds on disk, `config` the settings).
 """
 from .bandits import BanditPolicy, EpsilonGreedy, RandomPolicy
 from .loop import RevealConfig, reveal_and_release
-from .selfdata import RevealSample, forget_records, reveal_round, sample_completions
+from .selfdata import Pulls, RevealSample, forget_records, reveal_round, sample_completions
 from .instructions import (InstructionPool, build_pool, dedupe, embed_instructions, paraphrase, recombine,
                            seed_instructions)
 from .neural_ucb import NeuralUCB, NeuralUCBConfig
@@ -29,5 +30,5 @@ __all__ = [
     "round_adapter_name", "round_adapters", "round_orthogonality_penalty",
     "CodeScorer", "EntityContrastScorer", "EntityScorer", "HFClassifierScorer", "Scorer", "ToxicityScorer",
     "available_scorers", "get_scorer", "mention_pattern", "register_scorer", "scorer_for_target", "Target",
-    "RevealConfig", "reveal_and_release", "RevealSample", "forget_records", "reveal_round", "sample_completions",
+    "RevealConfig", "reveal_and_release", "Pulls", "RevealSample", "forget_records", "reveal_round", "sample_completions",
 ]

@@ -104,30 +104,44 @@ def score_texts(scorer: Callable, texts: Sequence[str], mean_logprobs: Sequence[
     return [float(min(max(s, 0.0), 1.0)) for s in scores]
 
 
+@dataclass(frozen=True)
+class Pulls:
+    """How one round pulls: `n` pulls, reward = `reveal_reward(score, novelty, novelty_weight)` with word
+    `novelty_n`-grams, at most `max_per_arm` pulls of one arm (0: no cap); `round_idx` labels the samples."""
+
+    n: int
+    round_idx: int = 0
+    novelty_n: int = 3
+    novelty_weight: float = 1.0
+    max_per_arm: int = 0
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"pulls={self.n} must be >= 1")
+        if self.max_per_arm < 0:
+            raise ValueError(f"max_pulls_per_arm={self.max_per_arm} must be >= 0")
+
+
 def reveal_round(generate: Callable[[str], list[tuple[str, float]]], instructions: Sequence[str], contexts,
-                 policy, scorer: Callable, pulls: int, round_idx: int = 0, novelty_n: int = 3,
-                 novelty_weight: float = 1.0, on_pull: Callable[[list[RevealSample]], None] | None = None,
-                 max_pulls_per_arm: int = 0, novelty: NgramNovelty | None = None) -> list[RevealSample]:
-    """`pulls` bandit pulls; returns every generation with its score, novelty and reward.
+                 policy, scorer: Callable, pulls: Pulls, novelty: NgramNovelty | None = None,
+                 on_pull: Callable[[list[RevealSample]], None] | None = None) -> list[RevealSample]:
+    """`pulls.n` bandit pulls; returns every generation with its score, novelty and reward.
 
     `generate(instruction) -> [(text, mean_logprob)] * K` (e.g. `sample_completions` bound to a model);
     `contexts` [N, d] are the arms' context vectors; `policy` any `BanditPolicy`. The reward of a pull is
     the mean over its K samples of `reveal_reward(score, novelty)`, novelty measured against the
     generations of earlier pulls (of this round, or of every round when the caller passes one `novelty`
     tracker across rounds); samples of one pull do not count against each other.
-    `max_pulls_per_arm` > 0 takes an arm out of this round's choice once it was pulled that often: the
+    `pulls.max_per_arm` > 0 takes an arm out of this round's choice once it was pulled that often: the
     forget set then comes from several instructions even when one arm's reward dominates (0: no cap).
     """
-    if pulls < 1:
-        raise ValueError(f"pulls={pulls} must be >= 1")
     if len(instructions) != len(contexts):
         raise ValueError(f"{len(instructions)} instructions but {len(contexts)} context rows")
-    if max_pulls_per_arm < 0:
-        raise ValueError(f"max_pulls_per_arm={max_pulls_per_arm} must be >= 0")
-    novelty = novelty if novelty is not None else NgramNovelty(n=novelty_n)
+    max_pulls_per_arm, novelty_weight, round_idx = pulls.max_per_arm, pulls.novelty_weight, pulls.round_idx
+    novelty = novelty if novelty is not None else NgramNovelty(n=pulls.novelty_n)
     counts = [0] * len(instructions)
     out: list[RevealSample] = []
-    for pull in range(pulls):
+    for pull in range(pulls.n):
         allowed = [not max_pulls_per_arm or c < max_pulls_per_arm for c in counts]
         arm = policy.select(contexts, allowed=allowed if any(allowed) else None)  # all used up: cap lifted
         counts[arm] += 1

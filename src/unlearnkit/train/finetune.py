@@ -27,41 +27,31 @@ from .checkpoints import AtomicCheckpointMixin
 from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, save_model_atomically, step_of, train_resuming,
                       training_arguments)
 from .rerun import check_rerun_options, settle_rerun
+from .settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 SUMMARY = "finetune.json"
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainingSettings):
     """Fine-tune a causal LM on QA records (answer tokens only)."""
 
     model: str = field(default="default", metadata={"help": "'default' (SmolLM2-135M offline), a hub id, a local dir, a .gguf file, or 'tiny' (from scratch)"})
     data: str = field(default="synthetic:train,people=50", metadata={"help": "data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path"})
     run: str = field(default="runs/finetune", metadata={"help": "run directory"})
     epochs: float = field(default=5.0, metadata={"help": "training epochs"})
-    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use epochs)"})
-    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     batch_size: int = field(default=8, metadata={"help": "per-device batch size"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    warmup: float = field(default=0.0, metadata={"help": "warm-up steps (int) or ratio of total steps (<1)"})
-    scheduler: str = field(default="linear", metadata={"help": "HF lr scheduler name"})
-    precision: str = field(default="auto", metadata={"help": "auto | fp32 | bf16 (auto: bf16 only where the hardware is fast at it)"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter instead of all weights (merged at the end)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "LoRA target modules"})
     group_by_length: bool = field(default=False, metadata={"help": "batch rows of similar length together (less padding; on small fact sets it groups facts of one kind per batch and memorises worse: 81% vs 98% recall on 50 people)"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "keep the input embeddings (and a tied LM head) fixed: ~12% faster steps on SmolLM2"})
-    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: every epoch)"})
     keep_checkpoints: int | None = field(default=2, metadata={"help": "keep only the newest N checkpoints (null: all)"})
-    logging_steps: int = field(default=10, metadata={"help": "log every N steps"})
     max_length: int = field(default=256, metadata={"help": "truncate examples beyond this many tokens (reported)"})
     template: str = field(default="auto", metadata={"help": "prompt template: auto | chat | plain"})
     masking: str = field(default="exact", metadata={"help": "exact | open-unlearning (joint tokenisation, first answer token masked)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    report_to: str = field(default="none", metadata={"help": "HF report_to: none | tensorboard | wandb"})
     recall_before: bool = field(default=False, metadata={"help": "measure exact-match recall before training too"})
     recall_max: int = field(default=0, metadata={"help": "measure recall on at most N records (0: all, -1: skip)"})
     recall_before_max: int = field(default=0, metadata={"help": "recall before training on at most N of those records (0: the same ones)"})
@@ -156,11 +146,7 @@ def _finetune(cfg: FinetuneConfig, run: RunDir) -> dict:
         model.get_input_embeddings().requires_grad_(False)
     if cfg.lora:
         model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
-    args = training_arguments(
-        run, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-        weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler, precision=cfg.precision,
-        save_steps=cfg.save_steps, keep_checkpoints=cfg.keep_checkpoints, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps, group_by_length=cfg.group_by_length)
+    args = training_arguments(run, cfg, batch_size=cfg.batch_size, group_by_length=cfg.group_by_length)
     collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                               processing_class=tok, callbacks=[JsonlLogCallback(run)])

@@ -11,42 +11,42 @@ from ..precision import resolve_precision
 from ..runs import RunDir, clean_stale_temps, save_model_atomically  # noqa: F401  (re-exported for the trainers)
 from ..runs import checkpoint_step, last_checkpoint
 from .checkpoints import clean_staging
+from .settings import TrainingSettings
 
 
-def training_arguments(run: RunDir, *, epochs: float, lr: float, batch_size: int, grad_accum: int,
-                       weight_decay: float, warmup: float, scheduler: str, precision: str, save_steps: int,
-                       keep_checkpoints: int | None, logging_steps: int, seed: int, report_to: str,
-                       max_steps: int = -1, max_grad_norm: float = 1.0, optim: str = "adamw_torch_fused",
+def training_arguments(run: RunDir, cfg: TrainingSettings, *, batch_size: int, optim: str = "adamw_torch_fused",
                        group_by_length: bool = False) -> TrainingArguments:
-    """TrainingArguments with the run's conventions: checkpoints under `checkpoints/`, bf16 only where fast.
+    """TrainingArguments from the shared settings, with the run's conventions: checkpoints under `checkpoints/`
+    (`save_steps` 0: every epoch; < 0: none, for callers that save what they need themselves), bf16 only where fast.
 
     The fused AdamW is the default (on CPU it takes 0.1 s per SmolLM2 step against 0.5 s for the for-each
     one); `group_by_length` batches rows of similar length together (less padding, same epochs)."""
-    bf16 = resolve_precision(precision) == "bf16"
+    bf16 = resolve_precision(cfg.precision) == "bf16"
     on_gpu = torch.cuda.is_available()
+    save = "no" if cfg.save_steps < 0 else "steps" if cfg.save_steps > 0 else "epoch"
     return TrainingArguments(
-        output_dir=str(run.checkpoints),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=lr,
+        output_dir=str(run.checkpoints if cfg.save_steps >= 0 else run.path),  # no checkpoints: no empty folder
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
         per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        weight_decay=weight_decay,
-        warmup_steps=warmup,
-        lr_scheduler_type=scheduler,
-        max_grad_norm=max_grad_norm,
+        gradient_accumulation_steps=cfg.grad_accum,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup,
+        lr_scheduler_type=cfg.scheduler,
+        max_grad_norm=cfg.max_grad_norm,
         optim=optim,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         bf16=bf16,
         use_cpu=not on_gpu,
-        save_strategy="steps" if save_steps > 0 else "epoch",
-        save_steps=save_steps if save_steps > 0 else 500,
-        save_total_limit=keep_checkpoints,
-        logging_steps=logging_steps,
+        save_strategy=save,
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
+        save_total_limit=cfg.keep_checkpoints,
+        logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        report_to=[] if report_to in ("none", "", None) else report_to,
-        seed=seed,
-        data_seed=seed,
+        report_to=[] if cfg.report_to in ("none", "", None) else cfg.report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         eval_strategy="no",

@@ -29,9 +29,8 @@ A killed run resumes from its last complete checkpoint when the same command is 
 """
 from __future__ import annotations
 
-import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,23 +38,23 @@ import torch
 from transformers import Trainer
 
 from ..config import to_dict
-from ..data.collate import PromptFormat, QADataset, pad_batch
+from ..data.collate import PromptFormat, QADataset
 from ..data.records import DataError, QARecord
 from ..data.specs import load_records
-from ..logprobs import model_forward, sequence_logprobs
 from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
-from ..objectives import (RETAIN_TERMS, CachedReference, DisabledAdapterReference, FrozenModelReference, Objective,
-                          UnlearnBatch, build_objective)
+from ..objectives import RETAIN_TERMS, FrozenModelReference, Objective, UnlearnBatch, build_objective
 from ..objectives.reduce import global_batch
-from ..objectives.reference import block_output
-from ..precision import autocast, resolve_precision
+from ..objectives.reference import build_reference, cached_splits
+from ..precision import resolve_precision
 from ..presets import check_recorded, describe as describe_preset
 from ..runs import RunDir, list_checkpoints, locked_run, write_json
 from .checkpoints import AtomicCheckpointMixin
+from .hooks import Penalty
 from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, diverged, save_model_atomically, train_resuming,
                       training_arguments)
 from .rerun import check_rerun_options, settle_rerun
+from .settings import TrainingSettings, setting
 from .reference_cache import model_fingerprint, reference_cache
 from .unlearn_data import (ForgetDataset, RetainStream, UnlearnCollator, idk_records, load_idk_answers,
                            resolve_idk_path)
@@ -66,59 +65,45 @@ SUMMARY = "unlearn.json"
 OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
 
 
-def _h(default: Any, help: str, **kw) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
 @dataclass
-class UnlearnConfig:
+class UnlearnConfig(TrainingSettings):
     """Unlearn θ_ini with a registered objective on a forget set (+ retain / IdK data)."""
 
-    model: str = _h("default", "θ_ini: a finetune run's model/ dir, a local dir, a hub id, a .gguf file or 'default' "
-                               "(SmolLM2-135M offline)")
-    ref_model: str = _h("", "reference π_ref if not θ_ini (same tokenizer required); empty: π_ref = θ_ini")
-    forget: str = _h("tofu:forget01", "forget data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path")
-    retain: str = _h("", "retain data spec (same forms), or empty when the method needs none")
-    idk: str = _h("auto", "refusal answers for idk_* methods, one per line; 'auto': idontknow.jsonl in the TOFU "
-                          "folder ($UNLEARNKIT_TOFU_DIR or ../shared/data/tofu). Only read by methods that need it")
-    method: str = _h("npo", "objective name (unlearnkit.objectives.OBJECTIVES): ga, grad_diff, kl, npo, simnpo, "
-                            "idk_nll, idk_dpo, wga, tnpo, wtnpo, rmu, undial")
-    params: dict[str, Any] = _h({}, "the method's hyper-parameters, e.g. params.beta=0.1 params.retain=kl "
-                                    "params.retain_weight=1 (unknown keys are refused, with the known ones)")
-    preset: str = _h("none", "the preset under these values (unlearnkit/presets/methods/<method>.yaml): the CLI and "
-                             "sweeps take the method's own unless preset=none, and record its name here; a config "
-                             "built directly in Python is taken as given ('none')")
-    run: str = _h("runs/unlearn", "run directory")
-    epochs: float = _h(10.0, "epochs over the forget set")
-    max_steps: int = _h(-1, "stop after this many optimizer steps (-1: use epochs)")
-    lr: float = _h(1e-5, "peak learning rate")
-    forget_batch_size: int = _h(8, "forget rows per device per micro-step")
-    retain_batch_size: int = _h(0, "retain rows per device per micro-step (0: same as forget_batch_size)")
-    grad_accum: int = _h(4, "gradient accumulation steps (effective batch = forget_batch_size · grad_accum · processes)")
-    weight_decay: float = _h(0.01, "AdamW weight decay")
-    warmup: float = _h(0.0, "warm-up steps (int) or ratio of total steps (<1)")
-    scheduler: str = _h("linear", "HF lr scheduler name")
-    max_grad_norm: float = _h(1.0, "gradient clipping norm (0: off)")
-    precision: str = _h("auto", "auto | fp32 | bf16 (bf16 autocast, fp32 master weights; auto: bf16 only where fast)")
-    lora: bool = _h(False, "train a LoRA adapter on θ_ini instead of all weights (saved as adapter/)")
-    lora_r: int = _h(8, "LoRA rank")
-    lora_alpha: int = _h(16, "LoRA alpha")
-    lora_targets: list[str] = _h(["q_proj", "v_proj"], "LoRA target modules")
-    save_steps: int = _h(0, "checkpoint every N optimizer steps (0: every epoch)")
-    keep_checkpoints: Optional[int] = _h(None, "keep only the newest N checkpoints (null: all, for G-effect/UIPE)")
-    keep_optimizer: str = _h("last", "optimizer state in checkpoints: 'last' (only the newest, enough to resume) or 'all'")
-    loss_bound: Optional[float] = _h(None, "divergence guard: stop when |loss| exceeds this (NaN/inf always stop)")
-    logging_steps: int = _h(1, "log every N optimizer steps")
-    max_length: int = _h(256, "truncate examples beyond this many tokens (reported)")
-    template: str = _h("auto", "prompt template: auto | chat | plain")
-    masking: str = _h("exact", "exact | open-unlearning (joint tokenisation, first answer token masked)")
-    ref_batch_size: int = _h(16, "batch size of the one-off reference pass that fills the log-prob cache")
-    seed: int = _h(0, "random seed (data order, retain draws, IdK answers, LoRA init)")
-    report_to: str = _h("none", "HF report_to: none | tensorboard | wandb")
-    overwrite: bool = _h(False, "delete what the run directory holds and start fresh")
-    resume: str = _h("auto", "auto: resume (or reuse) only a run with the same settings | force: despite differences")
+    model: str = setting("default", "θ_ini: a finetune run's model/ dir, a local dir, a hub id, a .gguf file or 'default' "
+                                    "(SmolLM2-135M offline)")
+    ref_model: str = setting("", "reference π_ref if not θ_ini (same tokenizer required); empty: π_ref = θ_ini")
+    forget: str = setting("tofu:forget01", "forget data spec: tofu:<split>, synthetic:<part>,..., or a .jsonl path")
+    retain: str = setting("", "retain data spec (same forms), or empty when the method needs none")
+    idk: str = setting("auto", "refusal answers for idk_* methods, one per line; 'auto': idontknow.jsonl in the TOFU "
+                               "folder ($UNLEARNKIT_TOFU_DIR or ../shared/data/tofu). Only read by methods that need it")
+    method: str = setting("npo", "objective name (unlearnkit.objectives.OBJECTIVES): ga, grad_diff, kl, npo, simnpo, "
+                                 "idk_nll, idk_dpo, wga, tnpo, wtnpo, rmu, undial")
+    params: dict[str, Any] = setting({}, "the method's hyper-parameters, e.g. params.beta=0.1 params.retain=kl "
+                                         "params.retain_weight=1 (unknown keys are refused, with the known ones)")
+    preset: str = setting("none", "the preset under these values (unlearnkit/presets/methods/<method>.yaml): the CLI and "
+                                  "sweeps take the method's own unless preset=none, and record its name here; a config "
+                                  "built directly in Python is taken as given ('none')")
+    run: str = setting("runs/unlearn", "run directory")
+    epochs: float = setting(10.0, "epochs over the forget set")
+    lr: float = setting(1e-5, "peak learning rate")
+    forget_batch_size: int = setting(8, "forget rows per device per micro-step")
+    retain_batch_size: int = setting(0, "retain rows per device per micro-step (0: same as forget_batch_size)")
+    grad_accum: int = setting(4, "gradient accumulation steps (effective batch = forget_batch_size · grad_accum · processes)")
+    lora: bool = setting(False, "train a LoRA adapter on θ_ini instead of all weights (saved as adapter/)")
+    lora_r: int = setting(8, "LoRA rank")
+    lora_alpha: int = setting(16, "LoRA alpha")
+    lora_targets: list[str] = setting(["q_proj", "v_proj"], "LoRA target modules")
+    keep_checkpoints: Optional[int] = setting(None, "keep only the newest N checkpoints (null: all, for G-effect/UIPE)")
+    keep_optimizer: str = setting("last", "optimizer state in checkpoints: 'last' (only the newest, enough to resume) or 'all'")
+    loss_bound: Optional[float] = setting(None, "divergence guard: stop when |loss| exceeds this (NaN/inf always stop)")
+    logging_steps: int = setting(1, "log every N optimizer steps")
+    max_length: int = setting(256, "truncate examples beyond this many tokens (reported)")
+    template: str = setting("auto", "prompt template: auto | chat | plain")
+    masking: str = setting("exact", "exact | open-unlearning (joint tokenisation, first answer token masked)")
+    ref_batch_size: int = setting(16, "batch size of the one-off reference pass that fills the log-prob cache")
+    seed: int = setting(0, "random seed (data order, retain draws, IdK answers, LoRA init)")
+    overwrite: bool = setting(False, "delete what the run directory holds and start fresh")
+    resume: str = setting("auto", "auto: resume (or reuse) only a run with the same settings | force: despite differences")
 
     def __post_init__(self):
         for name in ("epochs", "lr", "forget_batch_size", "grad_accum", "logging_steps", "ref_batch_size"):
@@ -152,13 +137,21 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
     The train dataset is the forget set (`ForgetDataset`); a retain batch is drawn per micro-step from
     `retain` (a `RetainStream`, independent of the forget order). `compute_loss` unpacks, calls the objective,
     guards against divergence and keeps each logged term; `log` adds their averages since the last log.
+    Every training path runs this step (train/hooks.py): `penalty(model) -> (scalar, terms)` adds an extra term
+    (Reveal's O-LoRA orthogonality; the objective's own loss is then logged as `objective_loss`), `batch_order`
+    fixes the forget batches (one process), a `StopWhen` callback ends training on a condition.
     """
 
     def __init__(self, *args, objective: Objective, reference=None, retain: RetainStream | None = None,
-                 loss_bound: float | None = None, keep_optimizer: str = "last", run: RunDir | None = None, **kwargs):
+                 loss_bound: float | None = None, keep_optimizer: str = "last", run: RunDir | None = None,
+                 penalty: Penalty | None = None, batch_order: list[list[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective, self.reference, self.retain = objective, reference, retain
         self.loss_bound, self.keep_optimizer, self.run = loss_bound, keep_optimizer, run
+        self.penalty, self.batch_order = penalty, batch_order  # see train/hooks.py
+        if batch_order is not None and self.args.world_size > 1:
+            raise ValueError("batch_order fixes one process's forget batches; under data parallelism leave it unset "
+                             "(the Trainer's sampler shards the forget set)")
         self.model_accepts_loss_kwargs = False  # the objective's loss is a per-batch mean: Trainer scales it for GA
         self._retain_draw: int | None = None
         self._term_sums: dict[str, float] = {}
@@ -170,6 +163,10 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
         # means over every process's rows, so N processes train the loss of one process with N times the batch
         with self.accelerator.autocast(), global_batch(self.args.world_size):
             loss, terms = self.objective.loss(model, batch, self.reference)
+            if self.penalty is not None:   # an extra term on the parameters (O-LoRA): logged as its own terms
+                extra, extra_terms = self.penalty(model)
+                terms = {**terms, "objective_loss": terms["loss"], **extra_terms}
+                loss = loss + extra
         self._guard(loss)
         for k, v in terms.items():
             if k != "loss":  # the Trainer logs the loss itself (averaged over processes and accumulation)
@@ -208,6 +205,12 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
             self._term_sums, self._term_counts = {}, {}
         super().log(logs, start_time)
 
+    def get_train_dataloader(self):
+        if self.batch_order is None:
+            return super().get_train_dataloader()
+        return torch.utils.data.DataLoader(self.train_dataset, batch_sampler=self.batch_order,
+                                           collate_fn=self.data_collator)
+
     def floating_point_ops(self, inputs) -> int:
         return super().floating_point_ops(inputs.get("forget", inputs))
 
@@ -217,53 +220,6 @@ class UnlearnTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
             for _, older in list_checkpoints(self.args.output_dir)[:-1]:
                 for name in OPTIMIZER_FILES:
                     (older / name).unlink(missing_ok=True)
-
-
-# -- reference policy ----------------------------------------------------------------------------------
-MODEL_ONLY_CALLS = ("forget_logits", "retain_logits", "hidden_states")  # what a log-prob cache cannot serve
-
-
-class _RecordingReference:
-    """θ_ini-backed reference that records which quantities an objective asks for (used once, before training)."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, set()
-
-    def _run(self, name, fn):
-        self.calls.add(name)
-        with torch.no_grad():
-            return fn()
-
-    def forget_logprobs(self, batch):
-        return self._run("forget_logprobs", lambda: sequence_logprobs(self.model, batch))
-
-    def idk_logprobs(self, batch):
-        return self._run("idk_logprobs", lambda: sequence_logprobs(self.model, batch))
-
-    def forget_logits(self, batch):
-        return self._run("forget_logits", lambda: model_forward(self.model, batch).logits)
-
-    def retain_logits(self, batch):
-        return self._run("retain_logits", lambda: model_forward(self.model, batch).logits)
-
-    def hidden_states(self, batch, layer):
-        return self._run("hidden_states", lambda: block_output(self.model, batch, layer))
-
-
-def reference_calls(objective: Objective, model, theta_ini, datasets: dict[str, QADataset], pad_id: int,
-                    device) -> set[str]:
-    """Which reference quantities `objective` uses: one loss evaluation on one row of each set, no gradients.
-
-    Also a dry run of the objective on real batches before any training.
-    """
-    one = {k: {t: v.to(device) for t, v in pad_batch([ds[0]], pad_id).items()} for k, ds in datasets.items()}
-    rec = _RecordingReference(theta_ini)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        objective.loss(model, UnlearnBatch(forget=one["forget"], retain=one.get("retain"), idk=one.get("idk")), rec)
-    model.train(was_training)
-    return rec.calls
 
 
 # -- main path -----------------------------------------------------------------------------------------
@@ -326,6 +282,33 @@ def _load_data(cfg: UnlearnConfig, objective: Objective) -> tuple[list[QARecord]
     return forget, retain, idk, idk_path
 
 
+def _inputs_record(cfg: UnlearnConfig, objective: Objective) -> dict:
+    """The part of config.yaml's `inputs` that the config alone determines (UIPE and the G-effect read it)."""
+    return {"theta_ini": _resolved_model(cfg.model),
+            "ref_model": _resolved_model(cfg.ref_model) if cfg.ref_model else _resolved_model(cfg.model),
+            "method": cfg.method, "objective": asdict(objective.config), "preset": describe_preset(to_dict(cfg)),
+            "forget": cfg.forget,
+            "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)} if cfg.lora else None}
+
+
+def _reference_tables(cfg: UnlearnConfig, run: RunDir, objective: Objective, theta_ini, datasets: dict[str, QADataset],
+                      pad_id: int, args, summary: dict) -> dict[str, torch.Tensor]:
+    """θ_ini's answer-token log-probs of the forget / IdK rows the objective reads (`cached_splits`), from the
+    run's on-disk cache (`reference_cache`: computed once, by the main process first); recorded in `summary`."""
+    splits = {s: datasets[s] for s in cached_splits(objective) if s in datasets}
+    if not splits:
+        return {}
+    precision, device = resolve_precision(cfg.precision), args.device
+    digest = model_fingerprint(theta_ini)
+    with args.main_process_first(local=False, desc="reference cache"):
+        tables, status = reference_cache(run.path, FrozenModelReference(theta_ini), digest, splits,
+                                         pad_id=pad_id,
+                                         batch_size=cfg.ref_batch_size, device=device, precision=precision)
+    summary["reference_cache"] = {"status": status, "bytes_in_memory": sum(t.nbytes for t in tables.values()),
+                                  "splits": sorted(tables)}
+    return {k: t.to(device) for k, t in tables.items()}
+
+
 def unlearn(cfg: UnlearnConfig) -> dict:
     """Unlearn, save the final model (or adapter) in the run dir and return a summary (also `unlearn.json`).
 
@@ -347,17 +330,10 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
     if cfg.ref_model:
         _check_same_tokenizer(tok, load_tokenizer(cfg.ref_model), cfg)
     fmt = cfg.prompt_format
-    datasets = {"forget": QADataset(forget_recs, tok, fmt)}
-    if retain_recs:
-        datasets["retain"] = QADataset(retain_recs, tok, fmt)
-    if idk_recs:
-        datasets["idk"] = QADataset(idk_recs, tok, fmt)
+    datasets = {k: QADataset(recs, tok, fmt) for k, recs in
+                (("forget", forget_recs), ("retain", retain_recs), ("idk", idk_recs)) if recs}
     precision = resolve_precision(cfg.precision)
-    args = training_arguments(
-        run, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.forget_batch_size, grad_accum=cfg.grad_accum,
-        weight_decay=cfg.weight_decay, warmup=cfg.warmup, scheduler=cfg.scheduler, precision=precision,
-        save_steps=cfg.save_steps, keep_checkpoints=cfg.keep_checkpoints, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps, max_grad_norm=cfg.max_grad_norm)
+    args = training_arguments(run, cfg, batch_size=cfg.forget_batch_size)
     device = args.device  # sets up the process group under accelerate launch / torchrun
 
     # 2. θ_ini (and a separate reference, if asked), the run record
@@ -368,48 +344,18 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
         ref_model, _ = load_model(cfg.ref_model, dtype=torch.float32)
         ref_model.to(device).eval().requires_grad_(False)
     theta_ini = ref_model if ref_model is not None else model
-    inputs = {"theta_ini": _resolved_model(cfg.model),
-              "ref_model": _resolved_model(cfg.ref_model) if cfg.ref_model else _resolved_model(cfg.model),
-              "method": cfg.method, "objective": asdict(objective.config), "preset": describe_preset(to_dict(cfg)),
-              "forget": cfg.forget,
-              "retain": cfg.retain if retain_recs else "", "idk": idk_path,
+    inputs = {**_inputs_record(cfg, objective), "idk": idk_path, "retain": cfg.retain if retain_recs else "",
               "n_forget": len(forget_recs), "n_retain": len(retain_recs), "precision": precision,
-              "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "targets": list(cfg.lora_targets)} if cfg.lora else None,
               "processes": args.world_size}
     if args.should_save:
         notes = {"resumed_despite": forced} if forced else {}
         run.write_config("unlearn", to_dict(cfg), seed=cfg.seed, extra={"inputs": inputs, **notes})
 
-    # 3. reference: cached forget/IdK log-probs; a frozen copy or disabled adapters only for what a cache can't serve
+    # 3. reference: log-probs of the forget/IdK rows cached once (on disk), the rest as `build_reference` decides
     summary: dict = {"method": cfg.method, "theta_ini": inputs["theta_ini"], "forget": cfg.forget,
                      "records": {k: len(v) for k, v in datasets.items()},
                      "truncated": {k: v.n_truncated for k, v in datasets.items()}}
-    reference = None
-    if objective.needs_reference:
-        with autocast(precision, device.type):
-            calls = reference_calls(objective, model, theta_ini, datasets, tok.pad_token_id, device)
-        cached = {s: datasets[s] for s in ("forget", "idk") if f"{s}_logprobs" in calls}
-        tables = {}
-        if cached:
-            digest = model_fingerprint(theta_ini)
-            with args.main_process_first(local=False, desc="reference cache"):
-                tables, status = reference_cache(run.path, FrozenModelReference(theta_ini), digest, cached,
-                                                 pad_id=tok.pad_token_id, batch_size=cfg.ref_batch_size,
-                                                 device=device, precision=precision)
-            summary["reference_cache"] = {"status": status, "bytes_in_memory": sum(t.nbytes for t in tables.values()),
-                                          "splits": sorted(tables)}
-            tables = {k: t.to(device) for k, t in tables.items()}
-        # full fine-tuning: a frozen copy of θ_ini; LoRA: the trained model with adapters disabled (set below)
-        needs_model = bool(set(calls) & set(MODEL_ONLY_CALLS))
-        fallback = None
-        if needs_model and ref_model is not None:
-            fallback = FrozenModelReference(ref_model)
-        elif needs_model and not cfg.lora:
-            fallback = FrozenModelReference(copy.deepcopy(model).requires_grad_(False))
-        summary["reference"] = {"calls": sorted(calls), "cached": sorted(tables), "model": None if not needs_model else
-                                "ref_model" if ref_model is not None else
-                                "disabled adapters" if cfg.lora else "frozen copy of θ_ini"}
-        reference = CachedReference(forget=tables.get("forget"), idk=tables.get("idk"), fallback=fallback)
+    tables = _reference_tables(cfg, run, objective, theta_ini, datasets, tok.pad_token_id, args, summary)
 
     # 4. LoRA, trainer, train (resuming from the last complete checkpoint)
     if cfg.lora:
@@ -417,8 +363,9 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
 
         set_seed(cfg.seed)
         model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
-        if reference is not None and summary["reference"]["model"] == "disabled adapters":
-            reference.fallback = DisabledAdapterReference(model)
+    reference = build_reference(objective, model, frozen=ref_model, tables=tables, copy_trained=not cfg.lora)
+    if reference.provider is not None:
+        summary["reference"] = reference.record()
     model.train()
     retain = None
     if "retain" in datasets:
@@ -427,7 +374,7 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
     trainer = UnlearnTrainer(
         model=model, args=args, train_dataset=ForgetDataset(datasets["forget"], datasets.get("idk")),
         data_collator=UnlearnCollator(tok.pad_token_id), processing_class=tok, callbacks=[JsonlLogCallback(run)],
-        objective=objective, reference=reference, retain=retain, loss_bound=cfg.loss_bound,
+        objective=objective, reference=reference.provider, retain=retain, loss_bound=cfg.loss_bound,
         keep_optimizer=cfg.keep_optimizer, run=run)
     train_resuming(trainer, run, summary)
     summary["checkpoints"] = [p.name for _, p in list_checkpoints(run.checkpoints)]
