@@ -32,4 +32,6 @@ def test_unlearning_losses_equal_with_and_without_the_label_head(theta_ini, tmp_
     assert len(logs[True]) == 3
     for on, off in zip(logs[True], logs[False]):
         assert on == pytest.approx(off, rel=1e-5)
-    assert logs[True][0] != logs[True][-1]                # the weights moved: later steps test the updates too
+    assert logs[True][0] != logs[True][-1]
+    fields = _losses(tmp_path / f"{method}-True", ("flops_per_s", "peak_share"))      # the throughput callback
+    assert all(rate > 0 and share > 0 for rate, share in fields)                # the weights moved: later steps test the updates too

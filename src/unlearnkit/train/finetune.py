@@ -27,6 +27,7 @@ from .checkpoints import AtomicCheckpointMixin
 from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, save_model_atomically, step_of, train_resuming,
                       training_arguments)
 from .rerun import check_rerun_options, settle_rerun
+from .throughput import throughput_callback
 
 log = logging.getLogger(__name__)
 SUMMARY = "finetune.json"
@@ -162,10 +163,12 @@ def _finetune(cfg: FinetuneConfig, run: RunDir) -> dict:
         save_steps=cfg.save_steps, keep_checkpoints=cfg.keep_checkpoints, logging_steps=cfg.logging_steps,
         seed=cfg.seed, report_to=cfg.report_to, max_steps=cfg.max_steps, group_by_length=cfg.group_by_length)
     collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
+    speed = throughput_callback("bf16" if args.bf16 else "fp32")
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                              processing_class=tok, callbacks=[JsonlLogCallback(run)])
+                              processing_class=tok, callbacks=[speed, JsonlLogCallback(run)])
     trainer.run = run
     resume = train_resuming(trainer, run, summary)
+    summary["throughput"] = speed.totals()
     if cfg.lora:
         model = model.merge_and_unload()
     if summary["steps"] and summary["train_seconds"]:
