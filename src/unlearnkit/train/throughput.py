@@ -11,8 +11,9 @@ token of every forward through the model (padding included: it is computed):
 where N counts the weights of the linear layers (LM head included, tied or not; the embedding lookup and
 the attention-score products are left out, as in 6·N·D). Tokens are counted by a hook on each model's input
 embedding, so every forward an objective makes is seen (forget, retain, IdK, reference). The label-position
-head (`label_logprobs`) computes the head at answer positions only; the count keeps the model FLOPs of every
-position, as MFU does.
+head (`label_logprobs`) computes the head at answer positions only, and RMU's forward stops after its layer
+(`reference.block_output`); the count keeps the model FLOPs of every position and layer, as MFU does, so for
+RMU it is an upper bound of the work done.
 
 The peak is measured once per process (`matmul_peak_flops`): the best of a few square `torch.matmul`s at the
 run's dtype and the current thread count. Each log record gains `flops_per_s` (over the steps since the
