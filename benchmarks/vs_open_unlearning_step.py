@@ -118,12 +118,18 @@ def run(args) -> list[dict]:
             out.mkdir(parents=True, exist_ok=True)
             order = ("ou", "uk") if (rep + i) % 2 == 0 else ("uk", "ou")
             got = {}
-            for tool in order:
-                got[tool] = run_open_unlearning(args, method, out) if tool == "ou" else run_unlearnkit(args, method, out)
+            try:
+                for tool in order:
+                    got[tool] = run_open_unlearning(args, method, out) if tool == "ou" else run_unlearnkit(args, method, out)
+            except RuntimeError as exc:   # one failed pair (e.g. a killed process) does not lose the others
+                print(f"| {method} | {rep} | failed: {str(exc).splitlines()[0]} |", flush=True)
+                continue
             print(_row(method, rep, got["ou"], got["uk"]), flush=True)
             results.append({"method": method, "repeat": rep, **{k: v for k, v in got.items()}})
     for method in methods:
         ratios = [r["ou"]["s_per_step"] / r["uk"]["s_per_step"] for r in results if r["method"] == method]
+        if not ratios:
+            continue
         print(f"{method}: step ratio (open-unlearning / unlearnkit) median {statistics.median(ratios):.2f}× "
               f"over {len(ratios)} paired runs: {', '.join(f'{x:.2f}' for x in ratios)}")
     (root / "results.json").write_text(json.dumps(results, indent=1))
