@@ -26,6 +26,8 @@ def test_tiny_model_memorises_synthetic_people(tmp_path):
     assert (run / "model" / "model.safetensors").is_file() and (run / "config.yaml").is_file()
     logs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert logs and "loss" in logs[0]
+    assert logs[0]["flops_per_s"] > 0 and logs[0]["peak_share"] > 0          # throughput logged per record
+    assert summary["throughput"]["flops_per_s"] > 0 and summary["throughput"]["dtype"] == "float32"
     assert list_checkpoints(run / "checkpoints"), "epoch checkpoints are written"
     # a finished run is not retrained
     assert finetune(cfg) == json.loads((run / "finetune.json").read_text())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..logprobs import sequence_logprobs
+from ..label_logprobs import answer_logprobs
 from .base import Objective, ObjectiveConfig, hp, register_objective, register_preset
 from .reduce import row_mean, token_mean
 
@@ -54,7 +54,7 @@ class GradientAscent(Objective):
     paper = "Jang et al. 2023, arXiv 2210.01504"
 
     def forget_loss(self, model, batch, ref):
-        slp = sequence_logprobs(model, batch.forget)
+        slp = answer_logprobs(model, batch.forget)
         return ga_loss(slp.token_logprobs, slp.mask, self.config.reduction), {}
 
     def instance_weights(self, slp, batch, ref):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..logprobs import sequence_logprobs
+from ..label_logprobs import answer_logprobs
 from .base import Objective, ObjectiveConfig, hp, no_instance_weights, register_objective
 from .reduce import row_mean
 from .retain import nll_loss
@@ -42,7 +42,7 @@ class IdkNLL(Objective):
     instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 
     def forget_loss(self, model, batch, ref):
-        slp = sequence_logprobs(model, batch.idk)
+        slp = answer_logprobs(model, batch.idk)
         return nll_loss(slp.token_logprobs, slp.mask), {}
 
 
@@ -71,7 +71,7 @@ class IdkDPO(Objective):
         if n_f != n_i:
             raise ValueError(f"idk_dpo pairs batch.idk[i] with batch.forget[i], but they have {n_i} and {n_f} rows; "
                              f"collate the IdK answers of the same forget questions in the same order")
-        chosen = sequence_logprobs(model, batch.idk).sum - ref.idk_logprobs(batch.idk).sum.detach()
-        rejected = sequence_logprobs(model, batch.forget).sum - ref.forget_logprobs(batch.forget).sum.detach()
+        chosen = answer_logprobs(model, batch.idk).sum - ref.idk_logprobs(batch.idk).sum.detach()
+        rejected = answer_logprobs(model, batch.forget).sum - ref.forget_logprobs(batch.forget).sum.detach()
         logs = {"chosen_logratio": chosen.mean().item(), "rejected_logratio": rejected.mean().item()}
         return dpo_loss(chosen, rejected, self.config.beta), logs

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..logprobs import sequence_logprobs
+from ..label_logprobs import answer_logprobs
 from .base import Objective, ObjectiveConfig, hp, register_objective
 from .reduce import row_mean
 
@@ -63,7 +63,7 @@ class NPO(Objective):
     forget_reference = ("forget_logprobs",)
 
     def forget_loss(self, model, batch, ref):
-        slp = sequence_logprobs(model, batch.forget)
+        slp = answer_logprobs(model, batch.forget)
         ref_sum = ref.forget_logprobs(batch.forget).sum.detach()
         beta = self.config.beta
         logs = {"forget_logratio": (slp.sum - ref_sum).mean().item(),
@@ -93,7 +93,7 @@ class SimNPO(Objective):
     paper = "Fan et al. 2024, arXiv 2410.07163"
 
     def forget_loss(self, model, batch, ref):
-        slp = sequence_logprobs(model, batch.forget)
+        slp = answer_logprobs(model, batch.forget)
         return simnpo_loss(slp.mean, self.config.beta, self.config.delta), {"forget_nll": (-slp.mean).mean().item()}
 
     def instance_weights(self, slp, batch, ref):

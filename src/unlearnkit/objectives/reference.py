@@ -73,27 +73,39 @@ def block_output_pending() -> bool:
     return _PENDING[0] > 0
 
 
+class _StopAfterBlock(Exception):
+    """Raised by `block_output`'s hook once φ_ℓ is captured: nothing after block ℓ is needed."""
+
+
 def block_output(model, batch: dict, layer: int) -> torch.Tensor:
     """φ_ℓ = the output of decoder block ℓ (`model.layers[ℓ]`, 0-based), read by a forward hook on that block.
 
     Block-index semantics, as WMDP's RMU and open-unlearning hook `model.layers[ℓ]`. It is *not*
     `outputs.hidden_states[ℓ]` (that is the block's input: index 0 holds the embeddings), and the last
-    block's output is not in `hidden_states` at all (transformers puts the final-norm output there). The
-    whole model runs (no early exit, so DDP/FSDP wrappers see a normal forward); gradients flow as usual.
+    block's output is not in `hidden_states` at all (transformers puts the final-norm output there).
+    The forward stops once block ℓ has run (the hook raises `_StopAfterBlock`): the blocks after it and the
+    LM head cannot change φ_ℓ (RMU at ℓ = 7 of SmolLM2's 30 blocks skips three quarters of each forward).
+    Under DDP/FSDP the whole model runs, so the wrapper sees a normal forward; gradients flow as usual.
     """
     blocks = decoder_blocks(model)
     if not 0 <= layer < len(blocks):
         raise ValueError(f"layer={layer}: the model has {len(blocks)} decoder layers, so layer must be in "
                          f"0..{len(blocks) - 1} (ℓ = output of model.layers[ℓ], as WMDP and open-unlearning)")
     captured: list[torch.Tensor] = []
+    wrapped = isinstance(model, torch.nn.parallel.DistributedDataParallel) or \
+        type(model).__name__ == "FullyShardedDataParallel"
 
     def hook(_module, _args, output):
         captured.append(output[0] if isinstance(output, tuple) else output)
+        if not wrapped:
+            raise _StopAfterBlock
 
     handle = blocks[layer].register_forward_hook(hook)
     _PENDING[0] += 1
     try:
         outputs = model_forward(model, batch)
+    except _StopAfterBlock:
+        outputs = None
     finally:
         _PENDING[0] -= 1
         handle.remove()

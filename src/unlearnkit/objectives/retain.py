@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..logprobs import model_forward, sequence_logprobs
+from ..label_logprobs import answer_logprobs
+from ..logprobs import model_forward
 from .reduce import token_mean
 from .registry import Registry
 
@@ -70,7 +71,7 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.
 
 
 def _nll_term(model, batch, ref, config):
-    slp = sequence_logprobs(model, batch)
+    slp = answer_logprobs(model, batch)
     return nll_loss(slp.token_logprobs, slp.mask), {}
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..logprobs import sequence_logprobs
+from ..label_logprobs import answer_logprobs
 from .base import Objective, ObjectiveConfig, hp, register_objective, register_preset
 from .reduce import sequence_mean, token_mean
 
@@ -66,7 +66,7 @@ class WGA(Objective):
     paper = "Wang et al. 2025 (G-effect), arXiv 2502.19301"
 
     def forget_loss(self, model, batch, ref):
-        slp = sequence_logprobs(model, batch.forget)
+        slp = answer_logprobs(model, batch.forget)
         w = wga_weights(slp.token_logprobs, self.config.beta)
         return weighted_logprob_loss(slp.token_logprobs, w, slp.mask), {"weight_mean": token_mean(w, slp.mask).item()}
 
@@ -98,7 +98,7 @@ class TNPO(Objective):
 
     def forget_loss(self, model, batch, ref):
         cfg = self.config
-        slp = sequence_logprobs(model, batch.forget)
+        slp = answer_logprobs(model, batch.forget)
         ref_lp = ref.forget_logprobs(batch.forget).token_logprobs
         w = tnpo_weights(slp.token_logprobs, ref_lp, cfg.beta, cfg.alpha, cfg.eps)
         return weighted_logprob_loss(slp.token_logprobs, w, slp.mask), {"weight_mean": token_mean(w, slp.mask).item()}

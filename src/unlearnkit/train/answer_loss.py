@@ -7,34 +7,18 @@ on every position (the answer needs the prompt's hidden states) but the head, th
 only on the N positions that carry a label: the same loss and gradients (tested against the HF loss), about
 a seventh less work per SmolLM2 step.
 
-Used only where it is exactly the model's own loss: decoder-only architectures whose head is a plain linear
-map of the last hidden state (no logit scaling or soft-capping) and no wrapper that must see the forward
-(DDP, DeepSpeed). Everything else takes the Trainer's usual path.
+Used only where it is exactly the model's own loss (`label_logprobs.supports_label_head`, which also serves
+the unlearning objectives): decoder-only architectures whose head is a plain linear map of the last hidden
+state (no logit scaling or soft-capping) and no wrapper that must see the forward (DDP, DeepSpeed).
+Everything else takes the Trainer's usual path.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..data.collate import IGNORE
+from ..label_logprobs import PLAIN_HEAD_TYPES, label_nll, supports_label_head  # noqa: F401  (re-exported)
 
-#: model_type values whose causal-LM logits are `lm_head(decoder(x).last_hidden_state)`, nothing more
-PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
-
-
-def supports_answer_only_loss(model) -> bool:
-    """True if `model` (a bare HF causal LM, or a peft wrapper of one) computes logits as a plain head."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return False
-    cfg = getattr(model, "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) not in PLAIN_HEAD_TYPES:
-        return False
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
-        return False
-    try:
-        return model.get_decoder() is not None and model.get_output_embeddings() is not None
-    except (AttributeError, NotImplementedError):
-        return False
+supports_answer_only_loss = supports_label_head   # the finetune trainer's name for the same check
 
 
 def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
@@ -43,13 +27,8 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tens
     With `num_items_in_batch` (gradient accumulation: the label count of the whole accumulated batch) the
     sum is divided by it instead of by this batch's count, as HF's loss does.
     """
-    labels = inputs["labels"]
-    hidden = model.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                                 position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
-    target = labels[:, 1:]
-    keep = target != IGNORE
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])          # [N, V], N = label positions
-    total = F.cross_entropy(logits.float(), target[keep], reduction="sum")
+    nll, keep = label_nll(model, inputs)
+    total = nll.sum()
     denom = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp_min(1)
     if isinstance(denom, torch.Tensor):
         denom = denom.to(total.device)

@@ -28,6 +28,7 @@ from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, save_model_atomica
                       training_arguments)
 from .rerun import check_rerun_options, settle_rerun
 from .settings import TrainingSettings
+from .throughput import throughput_callback
 
 log = logging.getLogger(__name__)
 SUMMARY = "finetune.json"
@@ -148,10 +149,12 @@ def _finetune(cfg: FinetuneConfig, run: RunDir) -> dict:
         model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
     args = training_arguments(run, cfg, batch_size=cfg.batch_size, group_by_length=cfg.group_by_length)
     collator = _DropIndex(QACollator(tok.pad_token_id, "right"))
+    speed = throughput_callback("bf16" if args.bf16 else "fp32")
     trainer = FinetuneTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                              processing_class=tok, callbacks=[JsonlLogCallback(run)])
+                              processing_class=tok, callbacks=[speed, JsonlLogCallback(run)])
     trainer.run = run
     resume = train_resuming(trainer, run, summary)
+    summary["throughput"] = speed.totals()
     if cfg.lora:
         model = model.merge_and_unload()
     if summary["steps"] and summary["train_seconds"]:

@@ -56,6 +56,7 @@ from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, diverged, save_mod
 from .rerun import check_rerun_options, settle_rerun
 from .settings import TrainingSettings, setting
 from .reference_cache import model_fingerprint, reference_cache
+from .throughput import throughput_callback
 from .unlearn_data import (ForgetDataset, RetainStream, UnlearnCollator, idk_records, load_idk_answers,
                            resolve_idk_path)
 
@@ -371,12 +372,14 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
     if "retain" in datasets:
         retain = RetainStream(datasets["retain"], cfg.retain_batch_size or cfg.forget_batch_size, tok.pad_token_id,
                               seed=cfg.seed, rank=args.process_index, world_size=args.world_size)
+    speed = throughput_callback(precision, reference.provider)
     trainer = UnlearnTrainer(
         model=model, args=args, train_dataset=ForgetDataset(datasets["forget"], datasets.get("idk")),
-        data_collator=UnlearnCollator(tok.pad_token_id), processing_class=tok, callbacks=[JsonlLogCallback(run)],
+        data_collator=UnlearnCollator(tok.pad_token_id), processing_class=tok, callbacks=[speed, JsonlLogCallback(run)],
         objective=objective, reference=reference.provider, retain=retain, loss_bound=cfg.loss_bound,
         keep_optimizer=cfg.keep_optimizer, run=run)
     train_resuming(trainer, run, summary)
+    summary["throughput"] = speed.totals()
     summary["checkpoints"] = [p.name for _, p in list_checkpoints(run.checkpoints)]
 
     # 5. final model (full) or adapter (LoRA), then the summary (its presence marks the run finished)
