@@ -289,6 +289,7 @@ def continue_until_norm(run_dir: Path, targets: dict[str, float], out: Path, max
     from ..objectives import FrozenModelReference, UnlearnBatch, build_objective
     from ..train.hf_glue import save_model_atomically
     from ..train.unlearn_data import ForgetDataset, RetainStream, UnlearnCollator
+    from ..runs import read_run_record
     from ..uipe.search import read_unlearn_run
 
     summary_path = out / "continue.json"
@@ -297,7 +298,8 @@ def continue_until_norm(run_dir: Path, targets: dict[str, float], out: Path, max
         if set(done["targets"]) >= set(targets) and all((out / "models" / n).is_dir() for n in targets):
             return {n: done["targets"][n] for n in targets}
     inputs = read_unlearn_run(run_dir)
-    base_cfg = inputs.run.read_config()["config"]
+    record = read_run_record(inputs.run.path)
+    base_cfg = dict(record.config)
     torch.manual_seed(int(base_cfg.get("seed", 0)))
     objective = build_objective(inputs.method, dict(base_cfg.get("params") or {}))
     model, tok = _load(inputs.theta_un)
@@ -314,7 +316,9 @@ def continue_until_norm(run_dir: Path, targets: dict[str, float], out: Path, max
     if objective.needs_retain:
         retain = RetainStream(QADataset(load_records(inputs.retain), tok, fmt),
                               int(base_cfg.get("retain_batch_size") or bs), tok.pad_token_id, seed=base_cfg.get("seed", 0))
-    base_steps = int(json.loads((inputs.run.path / "unlearn.json").read_text()).get("steps") or 0)
+    if not record.summary:
+        raise FileNotFoundError(f"{inputs.run.path}: no finished unlearn summary; finish the base run first")
+    base_steps = int(record.summary.get("steps") or 0)
     reference = FrozenModelReference(ini) if objective.needs_reference else None
     opt, opt_source = _continued_optimizer(model, inputs.run.checkpoints, float(base_cfg["lr"]),
                                            float(base_cfg["weight_decay"]))

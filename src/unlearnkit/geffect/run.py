@@ -41,7 +41,7 @@ from ..data.collate import PromptFormat, QADataset
 from ..data.records import QARecord
 from ..objectives import (CachedReference, DisabledAdapterReference, FrozenModelReference, build_objective,
                           precompute_token_logprobs)
-from ..runs import RunDir, atomic_write_text, list_checkpoints, write_json
+from ..runs import RunDir, atomic_write_text, list_checkpoints, read_run_record, write_json
 from .compute import EMA, EvalSlices, GEffect, GEffectError, compute_geffect, make_slices
 from .groups import parameter_groups
 from .instance import instance_geffects
@@ -250,11 +250,6 @@ def build_slices(tokenizer, forget: str, retain: str, n_forget: int, n_retain: i
                        items(idk) if idk is not None else None, items(reg) if reg is not None else None)
 
 
-def _format_from(cfg: dict) -> PromptFormat:
-    kw = {k: cfg[k] for k in ("template", "masking", "max_length") if k in cfg and cfg[k] is not None}
-    return PromptFormat(**kw)
-
-
 def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict | None = None,
                 model: str | None = None, forget: str | None = None, retain: str | None = None,
                 checkpoints: Sequence[str | Path] | None = None, groups: int | str = 3, n_forget: int = 16,
@@ -272,18 +267,13 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
     run = RunDir(Path(run_dir))
     if not run.path.is_dir():
         raise GEffectError(f"run directory {run.path} does not exist")
-    try:
-        record = run.read_config()
-    except FileNotFoundError:
-        record = {}
-    cfg = dict(record.get("config") or {})
-    if record and record.get("kind") not in (None, "unlearn"):
-        log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, record.get("kind"))
-    method = method or cfg.get("method")
-    params = dict(cfg.get("params") or {}) if params is None else dict(params)
-    # θ_ini: the trainer records its resolved path under `inputs` (config.model may be relative to another cwd)
-    model_spec = model or (record.get("inputs") or {}).get("theta_ini") or cfg.get("model")
-    forget, retain = forget or cfg.get("forget"), retain or cfg.get("retain")
+    rec = read_run_record(run.path, missing_ok=True)
+    if rec.kind not in (None, "unlearn"):
+        log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, rec.kind)
+    method = method or rec.method
+    params = dict(rec.params) if params is None else dict(params)
+    model_spec = model or rec.theta_ini   # the trainer's resolved path first (config.model may be relative)
+    forget, retain = forget or rec.forget, retain or rec.retain
     missing = [n for n, v in (("method", method), ("model", model_spec), ("forget", forget), ("retain", retain)) if not v]
     if missing:
         raise GEffectError(f"{run.path}: no {missing[0]!r} in config.yaml's `config` and none passed; pass "
@@ -294,9 +284,9 @@ def geffect_run(run_dir: str | Path, *, method: str | None = None, params: dict 
 
     base, tok = load_model(model_spec, attn_implementation="eager", device=device)
     base.eval()
-    idk_answer = cfg.get("idk_answer", IDK_ANSWER) if objective.needs_idk else None
+    idk_answer = rec.config.get("idk_answer", IDK_ANSWER) if objective.needs_idk else None
     reg_rows = _regulariser_plan(objective, term, retain, (retain_offset, n_retain), n_forget, regulariser_offset)
-    slices = build_slices(tok, forget, retain, n_forget, n_retain, retain_offset, batch_size, _format_from(cfg),
+    slices = build_slices(tok, forget, retain, n_forget, n_retain, retain_offset, batch_size, rec.prompt_format(),
                           idk_answer, reg_rows).to(device)
     loader = CheckpointLoader(base, objective.needs_reference)
     blocks = parse_groups(groups)

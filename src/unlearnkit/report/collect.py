@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import yaml
+from ..runs import (ALPHA_SEARCH, CONFIG_FILE, EVAL_DIR, GEFFECT_CSV, LOG_FILE, RUN_PARTS, SWEEP_DONE, SWEEP_ERROR,
+                    read_run_record)
 
 log = logging.getLogger(__name__)
 
-SKIP_DIRS = {"checkpoints", "model", "adapter", "reference", "eval", "plots", "geffect", "uipe", "tokenizer",
-             "report", "rounds"}
-GEFFECT_CSV = Path("geffect") / "geffect.csv"
-ALPHA_SEARCH = Path("uipe") / "alpha_search.json"
+SKIP_DIRS = RUN_PARTS   # a run's own parts are never run folders
 
 
 @dataclass
@@ -120,13 +118,10 @@ def read_reveal_rounds(path: Path) -> list[dict]:
 def read_run(path: str | Path) -> RunRecord:
     """One run directory → a RunRecord (FileNotFoundError if it has no config.yaml)."""
     path = Path(path)
-    cfg_path = path / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{path}: not a run directory (no config.yaml)")
-    raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    rec = RunRecord(path=path, kind=str(raw.get("kind", "?")), config=dict(raw.get("config") or {}),
-                    seed=raw.get("seed"), inputs=dict(raw.get("inputs") or {}))
-    for p in sorted((path / "eval").glob("*.json")) if (path / "eval").is_dir() else []:
+    run = read_run_record(path)
+    rec = RunRecord(path=path, kind=str(run.kind or "?"), config=dict(run.config), seed=run.seed,
+                    inputs=dict(run.inputs))
+    for p in sorted((path / EVAL_DIR).glob("*.json")) if (path / EVAL_DIR).is_dir() else []:
         data = _read_json(p)
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             continue  # oracle_stats.json and other non-suite files
@@ -134,16 +129,16 @@ def read_run(path: str | Path) -> RunRecord:
         rec.metrics[suite] = {k: _finite(m.get("value") if isinstance(m, dict) else m)
                               for k, m in data["metrics"].items()}
         rec.eval_settings[suite] = dict(data.get("settings") or {})
-    rec.log = read_log(path / "log.jsonl")
+    rec.log = read_log(path / LOG_FILE)
     rec.geffect = read_geffect(path / GEFFECT_CSV)
     rec.reveal = read_reveal_rounds(path)
     if (path / ALPHA_SEARCH).is_file():
         rec.alpha_search = _read_json(path / ALPHA_SEARCH)
-    if (path / "sweep_done.json").is_file():
+    if (path / SWEEP_DONE).is_file():
         rec.status = "done"
-    elif (path / "sweep_error.json").is_file():
+    elif (path / SWEEP_ERROR).is_file():
         rec.status = "failed"
-        err = _read_json(path / "sweep_error.json") or {}
+        err = _read_json(path / SWEEP_ERROR) or {}
         rec.error = err.get("error")
     return rec
 
@@ -153,7 +148,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
 
     def walk(p: Path) -> None:
-        if (p / "config.yaml").is_file():
+        if (p / CONFIG_FILE).is_file():
             found.append(p)
         for child in sorted(c for c in p.iterdir() if c.is_dir()) if p.is_dir() else []:
             if child.name not in SKIP_DIRS and not child.name.startswith("."):

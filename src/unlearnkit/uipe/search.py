@@ -30,7 +30,8 @@ from typing import Callable, Optional, Sequence
 
 from ..data.collate import PromptFormat
 from ..precision import autocast, resolve_precision
-from ..runs import RunDir, checkpoint_step, last_checkpoint, list_checkpoints, open_run, write_json
+from ..runs import (FINAL_MODEL_DIRS, RunDir, checkpoint_step, last_checkpoint, list_checkpoints, open_run,
+                    read_run_record, write_json)
 from .auto_alpha import AutoAlphaResult, auto_alpha
 from .extrapolate import extrapolate_checkpoint, extrapolate_state_dict
 
@@ -60,37 +61,37 @@ class UnlearnRunInputs:
 
 
 def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> UnlearnRunInputs:
-    """θ_ini from the run's recorded inputs; θ_un = the final model/adapter, or `checkpoints/<checkpoint>`
+    """θ_ini from the run's record; θ_un = the final model/adapter, or `checkpoints/<checkpoint>`
     (`checkpoint` None or 'final': model/, adapter/, else the last step-N)."""
     run = open_run(run_dir, create=False)
-    record = run.read_config()
-    if record.get("kind") != "unlearn":
-        raise ValueError(f"{run.path}: kind={record.get('kind')!r}; UIPE extrapolates an unlearning run "
+    rec = read_run_record(run.path)
+    if rec.kind != "unlearn":
+        raise ValueError(f"{run.path}: kind={rec.kind!r}; UIPE extrapolates an unlearning run "
                          "(made by `unlearnkit unlearn`)")
-    cfg, inputs = record.get("config", {}), record.get("inputs", {})
-    theta_ini = inputs.get("theta_ini") or cfg.get("model")
+    theta_un = _theta_un(run, checkpoint)
+    fmt = rec.prompt_format(max_length=256)
+    return UnlearnRunInputs(run=run, theta_ini=str(rec.theta_ini), theta_un=Path(theta_un), method=rec.method or "?",
+                            forget=rec.forget or "", retain=rec.retain or "", template=fmt.template,
+                            masking=fmt.masking, max_length=fmt.max_length,
+                            is_adapter=(Path(theta_un) / "adapter_config.json").is_file(),
+                            trained_retain=rec.trained_retain, checkpoint=checkpoint or "final")
+
+
+def _theta_un(run: RunDir, checkpoint: str | None) -> Path:
     if checkpoint and checkpoint != "final":
         theta_un = run.checkpoints / checkpoint
         if not theta_un.is_dir():
             found = ", ".join(p.name for _, p in list_checkpoints(run.checkpoints)) or "none"
             raise FileNotFoundError(f"{run.path}: checkpoint={checkpoint!r} is not in {run.checkpoints} "
                                     f"(saved: {found}); pass checkpoint=final or one of them")
-    elif (run.path / "model").is_dir():
-        theta_un = run.path / "model"
-    elif (run.path / "adapter").is_dir():
-        theta_un = run.path / "adapter"
-    else:
-
-        theta_un = last_checkpoint(run.checkpoints)
+        return theta_un
+    for final in FINAL_MODEL_DIRS:
+        if (run.path / final).is_dir():
+            return run.path / final
+    theta_un = last_checkpoint(run.checkpoints)
     if theta_un is None or not Path(theta_un).is_dir():
         raise FileNotFoundError(f"{run.path}: no final model/, adapter/ or checkpoint to extrapolate")
-    return UnlearnRunInputs(run=run, theta_ini=str(theta_ini), theta_un=Path(theta_un), method=cfg.get("method", "?"),
-                            forget=cfg.get("forget", ""), retain=inputs.get("retain") or cfg.get("retain") or "",
-                            template=cfg.get("template", "auto"), masking=cfg.get("masking", "exact"),
-                            max_length=int(cfg.get("max_length", 256)),
-                            is_adapter=(Path(theta_un) / "adapter_config.json").is_file(),
-                            trained_retain=inputs["retain"] if "retain" in inputs else cfg.get("retain") or "",
-                            checkpoint=checkpoint or "final")
+    return theta_un
 
 
 def load_pair(inputs: UnlearnRunInputs, base_sd: dict | None = None):
