@@ -64,6 +64,27 @@ def test_set_without_perturbed_answers_warns_and_skips(tiny_model, tiny_tokenize
     assert "retain/truth_ratio" not in res.metrics and "retain/probability" in res.metrics
 
 
+def test_tofu_config_passes_whole(tiny_model, tiny_tokenizer):
+    """A `TofuConfig` passed whole gives what the same settings as keywords give; keywords override it; an
+    unknown setting or a bad truth-ratio mean is refused before anything is scored."""
+    from unlearnkit.eval.tofu import TofuConfig
+
+    recs = {"retain": [QARecord("Who wrote it?", "Alia wrote it."), QARecord("Where?", "In Rome.")]}
+    quiet = dict(sets=("retain",), forget_quality=False, mia_attacks=False)
+    with pytest.warns(UserWarning):
+        whole = run_tofu(tiny_model, tiny_tokenizer, records=recs,
+                         config=TofuConfig(fmt=FMT, max_new_tokens=3, batch_size=1, **quiet))
+        loose = run_tofu(tiny_model, tiny_tokenizer, fmt=FMT, records=recs, max_new_tokens=3, batch_size=1, **quiet)
+        over = run_tofu(tiny_model, tiny_tokenizer, "forget05", records=recs,
+                        config=TofuConfig(fmt=FMT, max_new_tokens=3, **quiet), max_new_tokens=2)
+    assert whole.to_json() == loose.to_json() and whole.settings == loose.settings
+    assert over.settings["max_new_tokens"] == 2 and over.settings["forget"] == "forget05"
+    with pytest.raises(TypeError, match="unknown setting.*'max_new_tokenz'"):
+        run_tofu(tiny_model, tiny_tokenizer, records=recs, max_new_tokenz=3)
+    with pytest.raises(ValueError, match="truth_ratio_mean='median'"):
+        TofuConfig(truth_ratio_mean="median")
+
+
 def test_retain_limit_and_holdout(tofu_dir):
     sets = load_tofu_sets("forget01", retain_limit=400, source=tofu_dir)
     assert len(sets["retain"]) == 400 and len(sets["forget"]) == 40 and len(sets["holdout"]) == 40

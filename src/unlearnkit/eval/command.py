@@ -76,23 +76,21 @@ def resolve_from_run(cfg: EvaluateConfig) -> EvaluateConfig:
     return replace(cfg, **fill)
 
 
+# the settings each suite takes besides the request's own (forget, oracle, format, precision, related people)
+SUITE_OPTIONS = {"tofu": ("limit", "retain_limit", "batch_size", "max_new_tokens", "truth_ratio_mean"),
+                 "muse": ("corpus", "limit", "batch_size"),
+                 "related": ("batch_size", "max_new_tokens", "truth_ratio_mean")}
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .suite import evaluate_run
+    from .suite import RelatedSettings, SuiteRequest, evaluate_request
 
     if not cfg.run:
         raise ValueError("run=<run directory> is required")
     cfg = resolve_from_run(cfg)
-    fmt = PromptFormat(template=cfg.template, masking=cfg.masking, max_length=cfg.max_length)
-    common = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, truth_ratio_mean=cfg.truth_ratio_mean,
-                  precision=cfg.precision)
-    if cfg.suite == "tofu":
-        return evaluate_run(cfg.run, "tofu", cfg.forget, model=cfg.model, oracle_stats=cfg.oracle,
-                            save_oracle_stats=cfg.save_oracle_stats, fmt=fmt, limit=cfg.limit,
-                            retain_limit=cfg.retain_limit, **common)
-    if cfg.suite == "muse":
-        return evaluate_run(cfg.run, "muse", model=cfg.model, oracle_stats=cfg.oracle, fmt=fmt, corpus=cfg.corpus,
-                            save_oracle_stats=cfg.save_oracle_stats, limit=cfg.limit, batch_size=cfg.batch_size,
-                            precision=cfg.precision)
-    return evaluate_run(cfg.run, "related", model=cfg.model, fmt=fmt, related_people=cfg.related_people,
-                        related_seed=cfg.related_seed, forget_fraction=cfg.forget_fraction,
-                        related_who=cfg.related_who, **common)
+    request = SuiteRequest(
+        suite=cfg.suite, forget=cfg.forget, oracle_stats=cfg.oracle, save_oracle_stats=cfg.save_oracle_stats,
+        fmt=PromptFormat(template=cfg.template, masking=cfg.masking, max_length=cfg.max_length),
+        precision=cfg.precision, options={k: getattr(cfg, k) for k in SUITE_OPTIONS[cfg.suite]},
+        related=RelatedSettings(cfg.related_people, cfg.related_seed, cfg.forget_fraction, cfg.related_who))
+    return evaluate_request(cfg.run, request, model=cfg.model)
