@@ -6,9 +6,11 @@ Reports and the demo read their columns from here instead of keeping their own l
     [c.header for c in columns]                # "Forget quality ↑", ..., "PrivLeak (→0)"
 
 A metric's `key` is its name in `<run>/eval/<suite>.json` (what the suite writes), `source` names the function
-that computes it ("module:function", resolved on demand so that reading the registry loads no scorer).
+that computes it ("module:function", resolved on demand so that reading the registry loads no scorer). The
+built-in suites (TOFU, MUSE, the related-knowledge probe) are listed in `metrics.yaml` beside this module.
 
-A new suite registers its own columns, from its module or here, without touching the report:
+A new suite registers its own columns (from its module, or as an entry of metrics.yaml) without touching the
+report:
 
     register_suite("lm_eval", "lm-eval tasks")
     register_metric(MetricSpec("lm_eval", "mmlu/acc", "MMLU acc.", UP, source="..."))
@@ -19,11 +21,16 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
+
+import yaml
 
 from ..objectives.registry import Registry
 
 UP, DOWN, ZERO, NONE = "up", "down", "zero", ""   # higher / lower / closer to 0 is better / no preferred direction
+DIRECTIONS = {"up": UP, "down": DOWN, "zero": ZERO, "none": NONE}   # as metrics.yaml spells them
+BUILTIN = Path(__file__).with_name("metrics.yaml")
 ARROWS = {UP: " ↑", DOWN: " ↓", ZERO: " (→0)", NONE: ""}
 
 
@@ -102,40 +109,16 @@ def leaderboard_suites() -> list[str]:
     return [s for s in SUITES if leaderboard_columns(s)]
 
 
-_TOFU = "unlearnkit.eval.tofu_metrics"
-_MIA = "unlearnkit.eval.mia"
-_MEM = "unlearnkit.eval.memorization"
-_MUSE = "unlearnkit.eval.muse_metrics"
+def _load_builtin(path: Path = BUILTIN) -> None:
+    """Register the suites and metrics of `metrics.yaml` (TOFU, MUSE, the related-knowledge probe)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for suite, entry in data.items():
+        register_suite(suite, entry["title"])
+        for row in entry["metrics"]:
+            direction = DIRECTIONS.get(row.get("direction", "none"), row.get("direction"))   # else refused below
+            source = f"unlearnkit.eval.{row['source']}" if row.get("source") else ""
+            register_metric(MetricSpec(suite, row["key"], row["display"], direction, row.get("short", ""), source,
+                                       row.get("leaderboard", True)))
 
-register_suite("tofu", "TOFU")
-register_suite("muse", "MUSE")
-register_suite("related", "related knowledge")
-for _spec in (
-    # TOFU's leaderboard (Maini et al. 2024), then the TOFU numbers only the demo shows
-    MetricSpec("tofu", "forget_quality", "Forget quality", UP, "FQ", f"{_TOFU}:forget_quality"),
-    MetricSpec("tofu", "model_utility", "Model utility", UP, "MU", f"{_TOFU}:model_utility"),
-    MetricSpec("tofu", "forget/rouge_l_recall", "Forget ROUGE", DOWN, "forget ROUGE", f"{_TOFU}:rouge_l_recall"),
-    MetricSpec("tofu", "forget/probability", "Forget prob.", DOWN, "forget P", f"{_TOFU}:probability"),
-    MetricSpec("tofu", "forget/truth_ratio", "Forget truth ratio", NONE, "forget TR", f"{_TOFU}:truth_ratio_score"),
-    MetricSpec("tofu", "privleak", "PrivLeak", ZERO, "PrivLeak", f"{_MIA}:privleak"),
-    MetricSpec("tofu", "mia/min_k", "MIA min-k AUC", NONE, "min-k AUC", f"{_MIA}:roc_auc"),
-    MetricSpec("tofu", "forget/extraction_strength", "Extraction", DOWN, "ES", f"{_MEM}:extraction_strength"),
-    MetricSpec("tofu", "retain/rouge_l_recall", "Retain ROUGE", UP, "retain ROUGE", f"{_TOFU}:rouge_l_recall"),
-    MetricSpec("tofu", "retain/probability", "Retain prob.", UP, "retain P", f"{_TOFU}:probability",
-               leaderboard=False),
-    # MUSE's six-way table (Shi et al. 2024): no verbatim / knowledge memorisation, no privacy leak, utility kept
-    MetricSpec("muse", "verbmem_forget/rouge_l_f1", "VerbMem", DOWN, "VerbMem", f"{_MUSE}:rouge_l_f1"),
-    MetricSpec("muse", "knowmem_forget/rouge_l_f1", "KnowMem forget", DOWN, "KnowMem f", f"{_MUSE}:rouge_l_f1"),
-    MetricSpec("muse", "knowmem_retain/rouge_l_f1", "KnowMem retain", UP, "KnowMem r", f"{_MUSE}:rouge_l_f1"),
-    MetricSpec("muse", "privleak", "PrivLeak", ZERO, "PrivLeak", f"{_MIA}:privleak"),
-    MetricSpec("muse", "mia/min_k", "MIA min-k AUC", NONE, "min-k AUC", f"{_MIA}:roc_auc"),
-    MetricSpec("muse", "forget/extraction_strength", "Extraction", DOWN, "ES", f"{_MEM}:extraction_strength"),
-    # the related-knowledge probe (eval/related.py): shown in the demo, no leaderboard of its own
-    MetricSpec("related", "target/probability", "Target prob.", DOWN, "target P", f"{_TOFU}:probability",
-               leaderboard=False),
-    MetricSpec("related", "related/probability", "Related prob.", NONE, "related P", f"{_TOFU}:probability",
-               leaderboard=False),
-    MetricSpec("related", "multihop/probability", "Multi-hop prob.", NONE, "multi-hop P", f"{_TOFU}:probability",
-               leaderboard=False),
-):
-    register_metric(_spec)
+
+_load_builtin()
