@@ -164,7 +164,7 @@ def _flat(text: str) -> str:
 @pytest.mark.parametrize("command, target", [
     ("unlearn", "unlearnkit.train.unlearn:UnlearnConfig"),
     ("evaluate", "unlearnkit.eval.command:EvaluateConfig"),
-    ("sweep", "unlearnkit.experiments.sweep:SweepConfig"),
+    ("sweep", "unlearnkit.sweep:SweepConfig"),
 ])
 def test_help_lists_every_setting_with_its_help(command, target):
     import importlib

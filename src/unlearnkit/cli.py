@@ -272,9 +272,9 @@ def evaluate(overrides: Optional[List[str]] = Overrides, config: Optional[str] =
     _run_command(_load(".eval.command:EvaluateConfig", config, overrides), run_evaluate, show)
 
 
-# --- sweep and report (owner: experiments/sweep.py, report/) ----------------------------------------------
-@app.command("sweep", cls=_settings(".experiments.sweep:SweepConfig"))
-def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweep YAML (see unlearnkit.experiments.sweep)"),
+# --- sweep and report (owner: sweep.py, report/) ----------------------------------------------
+@app.command("sweep", cls=_settings(".sweep:SweepConfig"))
+def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweep YAML (see unlearnkit.sweep)"),
               overrides: Optional[List[str]] = typer.Argument(None, help="key=value settings of the sweep file"),
               workers: Optional[int] = typer.Option(None, "--workers", "-j", help="worker processes (spawned)"),
               emit_commands: bool = typer.Option(False, "--emit-commands", help="print one shell command per run"),
@@ -283,7 +283,7 @@ def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweep YAML (see unlear
               no_report: bool = typer.Option(False, "--no-report", help="skip the report at the end")):
     """Run a grid or list of runs of one command (+ evaluation), skipping completed ones; then a report.
     `--emit-commands` prints independent commands for a scheduler instead (e.g. one per Slurm array task)."""
-    from .experiments.sweep import emit_commands as emit, load_sweep, parse_only, run_sweep
+    from .sweep import emit_commands as emit, load_sweep, parse_only, run_sweep
 
     def call(spec):
         if emit_commands:

@@ -209,7 +209,7 @@ def test_unlearn_runs_on_a_document_spec(tiny_tokenizer, tmp_path):
 
 
 def test_muse_presets_plan_and_their_data_load():
-    from unlearnkit.experiments.sweep import load_sweep, plan
+    from unlearnkit.sweep import load_sweep, plan
 
     repo = Path(__file__).resolve().parents[2]
     fine = plan(load_sweep(repo / "configs/experiments/muse_finetune.yaml"))

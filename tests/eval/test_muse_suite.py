@@ -8,6 +8,7 @@ import pytest
 from unlearnkit.data import PromptFormat, QARecord
 from unlearnkit.data.documents import document_records
 from unlearnkit.eval import evaluate_run
+from unlearnkit.eval.metric_registry import METRICS
 from unlearnkit.eval.muse import ORACLE_STATS_FILE, MuseOracleStats, run_muse
 
 KEYS = {"verbmem_forget/rouge_l_f1", "knowmem_forget/rouge_l_f1", "knowmem_retain/rouge_l_f1",
@@ -39,6 +40,7 @@ def test_suite_writes_muse_json_and_oracle_privleak(tmp_path, tiny_model, tiny_t
                            records=sets, **FAST)
     written = json.loads((run_dir / "eval" / "muse.json").read_text())
     assert written["suite"] == "muse" and written["metrics"] == metrics and set(metrics) == KEYS
+    assert {m.key for _, m in METRICS.items() if m.suite == "muse"} <= set(metrics)   # registry ⊆ what it writes
     assert written["settings"]["sizes"]["verbmem"] == 3 and written["settings"]["template"] == "plain"
     for name, m in metrics.items():
         assert m["definition"] and set(m) >= {"value", "definition", "n"}, name

@@ -5,8 +5,10 @@ import pytest
 
 from unlearnkit.data import PromptFormat, QARecord
 from unlearnkit.eval import OracleStatsMissing, evaluate_run, format_summary, run_related, run_tofu
+from unlearnkit.eval.metric_registry import METRICS
 from unlearnkit.eval.tofu import load_tofu_sets
 
+METRICS_OF = lambda suite: [m for _, m in METRICS.items() if m.suite == suite]
 FMT = PromptFormat(template="plain", max_length=384)
 FAST = dict(limit=3, max_new_tokens=4, batch_size=16)
 TOFU_KEYS = {f"{s}/{m}" for s in ("forget", "retain", "real_authors", "world_facts")
@@ -29,6 +31,7 @@ def test_oracle_stats_then_full_suite(tmp_path, tiny_model, tiny_tokenizer, tofu
     written = json.loads((run_dir / "eval" / "tofu.json").read_text())
     assert written["metrics"] == metrics and written["suite"] == "tofu"
     assert set(metrics) == TOFU_KEYS
+    assert {m.key for m in METRICS_OF("tofu")} <= set(metrics)   # the registry names what the suite writes
     for name, m in metrics.items():
         assert m["definition"] and m["n"] >= 1 and set(m) >= {"value", "definition", "n"}, name
     assert metrics["forget/probability"]["n"] == 3 and metrics["model_utility"]["n"] == 9
@@ -61,6 +64,27 @@ def test_set_without_perturbed_answers_warns_and_skips(tiny_model, tiny_tokenize
     assert "retain/truth_ratio" not in res.metrics and "retain/probability" in res.metrics
 
 
+def test_tofu_config_passes_whole(tiny_model, tiny_tokenizer):
+    """A `TofuConfig` passed whole gives what the same settings as keywords give; keywords override it; an
+    unknown setting or a bad truth-ratio mean is refused before anything is scored."""
+    from unlearnkit.eval.tofu import TofuConfig
+
+    recs = {"retain": [QARecord("Who wrote it?", "Alia wrote it."), QARecord("Where?", "In Rome.")]}
+    quiet = dict(sets=("retain",), forget_quality=False, mia_attacks=False)
+    with pytest.warns(UserWarning):
+        whole = run_tofu(tiny_model, tiny_tokenizer, records=recs,
+                         config=TofuConfig(fmt=FMT, max_new_tokens=3, batch_size=1, **quiet))
+        loose = run_tofu(tiny_model, tiny_tokenizer, fmt=FMT, records=recs, max_new_tokens=3, batch_size=1, **quiet)
+        over = run_tofu(tiny_model, tiny_tokenizer, "forget05", records=recs,
+                        config=TofuConfig(fmt=FMT, max_new_tokens=3, **quiet), max_new_tokens=2)
+    assert whole.to_json() == loose.to_json() and whole.settings == loose.settings
+    assert over.settings["max_new_tokens"] == 2 and over.settings["forget"] == "forget05"
+    with pytest.raises(TypeError, match="unknown setting.*'max_new_tokenz'"):
+        run_tofu(tiny_model, tiny_tokenizer, records=recs, max_new_tokenz=3)
+    with pytest.raises(ValueError, match="truth_ratio_mean='median'"):
+        TofuConfig(truth_ratio_mean="median")
+
+
 def test_retain_limit_and_holdout(tofu_dir):
     sets = load_tofu_sets("forget01", retain_limit=400, source=tofu_dir)
     assert len(sets["retain"]) == 400 and len(sets["forget"]) == 40 and len(sets["holdout"]) == 40
@@ -83,6 +107,7 @@ def test_precision_is_applied_and_recorded(tmp_path, tiny_model, tiny_tokenizer)
     bf16 = evaluate_run(tmp_path, "related", model=tiny_model, tokenizer=tiny_tokenizer, fmt=FMT, related_people=6,
                         max_new_tokens=3, precision="bf16")
     assert json.loads((tmp_path / "eval" / "related.json").read_text())["settings"]["precision"] == "bf16"
+    assert {m.key for m in METRICS_OF("related")} <= set(fp32)   # the registry names what the suite writes
     p32, p16 = fp32["target/probability"]["value"], bf16["target/probability"]["value"]
     assert p16 == pytest.approx(p32, rel=0.05) and p16 != p32   # close, but really computed in bf16
     with pytest.raises(ValueError, match="precision"):

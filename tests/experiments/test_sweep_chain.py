@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from unlearnkit.config import ConfigError
-from unlearnkit.experiments.sweep import SweepConfig, load_sweep, plan
+from unlearnkit.sweep import SweepConfig, load_sweep, plan
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -39,7 +39,7 @@ def muse_dir(tmp_path, monkeypatch) -> Path:
 
 
 def test_sustainability_chain_end_to_end(muse_dir, tmp_path):
-    from unlearnkit.experiments.sweep import SweepConfig, run_sweep
+    from unlearnkit.sweep import SweepConfig, run_sweep
     from unlearnkit.train.finetune import FinetuneConfig, finetune
 
     target = tmp_path / "target"

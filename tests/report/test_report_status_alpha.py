@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from unlearnkit.report import build_report, collect_runs
-from unlearnkit.report.collect import FINISHED_MARKERS
+from unlearnkit.runs import SUMMARY_FILES as FINISHED_MARKERS
 from unlearnkit.report.html import column_groups, table_html
 from unlearnkit.report.plots import HELDOUT_UTILITY, alpha_points, plot_alpha_curves, training_panels
 from unlearnkit.report.tables import Table

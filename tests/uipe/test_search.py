@@ -119,7 +119,7 @@ def test_search_over_checkpoints_and_alpha(ga_run):
     """checkpoint=step-2,final: each θ_un is extrapolated and scored on its own; step-2 is not the final model."""
     s = SearchSettings(alphas=(0.0, 1.0), suite="related", related_people=PEOPLE, max_new_tokens=4, limit=8,
                        auto_retain=RETAIN, auto_n=8, tolerance=0.2, alpha_max=1.0, auto_max_evals=3,
-                       checkpoints=("step-2", "final"))
+                       checkpoint=("step-2", "final"))
     res = alpha_search(ga_run / "ga", s, echo=lambda *_: None)
     assert res["checkpoints"] == ["step-2", "final"] and "auto" not in res
     assert set(res["auto_by_checkpoint"]) == {"step-2", "final"}
@@ -130,7 +130,7 @@ def test_search_over_checkpoints_and_alpha(ga_run):
     rows = (ga_run / "ga" / "uipe" / "alpha_search.csv").read_text().splitlines()
     assert {r.split(",")[0] for r in rows[1:]} == {"step-2", "final"}
     with pytest.raises(FileNotFoundError, match="checkpoint='step-99' is not in"):
-        alpha_search(ga_run / "ga", SearchSettings(auto=False, checkpoints=("step-99",)), echo=lambda *_: None)
+        alpha_search(ga_run / "ga", SearchSettings(auto=False, checkpoint="step-99"), echo=lambda *_: None)
 
 
 def test_extrapolate_a_checkpoint(ga_run):
@@ -158,3 +158,20 @@ def test_resolve_checkpoints_reads_only_complete_step_folders(tmp_path):
     for bad in ("step-x", "step-", "3"):
         with pytest.raises(ValueError, match=f"checkpoint={bad!r}: expected final, step-N"):
             resolve_checkpoints(tmp_path, [bad])
+
+
+def test_one_settings_class_for_the_command_and_the_search():
+    """`unlearnkit extrapolate`'s config is what `alpha_search` takes: the CLI's comma lists and Python's tuples
+    give the same α and checkpoints, and a bad α fails when the settings are made, before any model loads."""
+    from unlearnkit.config import ConfigError, load_config
+    from unlearnkit.uipe.search import ExtrapolateConfig
+
+    assert SearchSettings is ExtrapolateConfig
+    cli = load_config(ExtrapolateConfig, overrides=["alphas=0,0.5,2", "checkpoint=step-2,final"])
+    py = ExtrapolateConfig(alphas=(0, 0.5, 2.0), checkpoint=("step-2", "final"))
+    assert cli.alpha_values == py.alpha_values == (0.0, 0.5, 2.0)
+    assert cli.checkpoint_names == py.checkpoint_names == ("step-2", "final")
+    with pytest.raises((ValueError, ConfigError), match="α below −1"):
+        ExtrapolateConfig(alphas="0,-2")
+    with pytest.raises((ValueError, ConfigError), match="comma-separated numbers"):
+        load_config(ExtrapolateConfig, overrides=["alphas=0,lots"])

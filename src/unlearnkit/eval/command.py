@@ -1,10 +1,24 @@
-"""`unlearnkit evaluate`: the settings dataclass the CLI (and sweeps) map onto `evaluate_run`."""
+"""`unlearnkit evaluate`: the settings dataclass the CLI (and sweeps) map onto `evaluate_run`.
+
+The forget split and the prompt format (template, masking) default to the run's own, read from its run record
+(`runs.read_run_record`): an unlearning run made with `forget=tofu:forget05 template=plain` is evaluated on
+forget05 with plain prompts without restating either. A value given explicitly wins; when it differs from the
+run's, a warning names both. `max_length` is not inherited: a training run's truncation (256 by default) is a
+training budget, while the evaluation scores TOFU at 512 as its authors do and as the oracle's stats were made.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from ..data.collate import PromptFormat
+from ..runs import RunRecord, read_run_record
+
+log = logging.getLogger(__name__)
+
+# what an unset setting becomes when the run did not record it either
+FALLBACKS = {"forget": "forget01", "template": "auto", "masking": "exact"}
 
 
 @dataclass
@@ -14,7 +28,7 @@ class EvaluateConfig:
     run: str = field(default="", metadata={"help": "run directory (results go to its eval/)"})
     suite: str = field(default="tofu", metadata={"help": "tofu | related | muse"})
     corpus: str = field(default="news", metadata={"help": "suite=muse: news | books (muse-bench/MUSE-<Corpus>, or $UNLEARNKIT_MUSE_DIR)"})
-    forget: str = field(default="forget01", metadata={"help": "TOFU forget split (forget01/05/10); names the holdout split for MIA"})
+    forget: Optional[str] = field(default=None, metadata={"help": "TOFU forget split (forget01/05/10; names the holdout split for MIA); default: the run's (forget=tofu:<split>), else forget01"})
     model: Optional[str] = field(default=None, metadata={"help": "model spec to evaluate (default: the run's model/ or newest checkpoint)"})
     oracle: Optional[str] = field(default=None, metadata={"help": "retain-oracle run dir, its oracle_stats.json, or open-unlearning's TOFU_EVAL.json of a retain model (forget quality, PrivLeak)"})
     save_oracle_stats: bool = field(default=False, metadata={"help": "this run is the retain oracle: write eval/oracle_stats.json"})
@@ -27,36 +41,56 @@ class EvaluateConfig:
     related_seed: int = field(default=0, metadata={"help": "suite=related: its seed"})
     forget_fraction: float = field(default=0.1, metadata={"help": "suite=related: its forget fraction"})
     related_who: str = field(default="forget", metadata={"help": "suite=related: forget | retain | all"})
-    template: str = field(default="auto", metadata={"help": "prompt template: auto | chat | plain"})
-    masking: str = field(default="exact", metadata={"help": "exact | open-unlearning"})
+    template: Optional[str] = field(default=None, metadata={"help": "prompt template: auto | chat | plain; default: the run's, else auto"})
+    masking: Optional[str] = field(default=None, metadata={"help": "exact | open-unlearning; default: the run's, else exact"})
     max_length: int = field(default=512, metadata={"help": "truncate scored sequences beyond this"})
     precision: str = field(default="fp32", metadata={"help": "fp32 (exact) | bf16 | auto (bf16 autocast where fast: ~2x, third-decimal differences)"})
 
     def __post_init__(self):
         if self.suite not in ("tofu", "related", "muse"):
             raise ValueError(f"suite={self.suite!r}: expected 'tofu', 'related' or 'muse'")
-        PromptFormat(template=self.template, masking=self.masking)
+        PromptFormat(template=self.template or FALLBACKS["template"], masking=self.masking or FALLBACKS["masking"])
         from ..precision import resolve_precision
 
         resolve_precision(self.precision)
 
 
+def _recorded(cfg: EvaluateConfig, rec: RunRecord) -> dict[str, Optional[str]]:
+    """The run's own forget split (TOFU suite only) and prompt format, None where it recorded none."""
+    return {"forget": rec.forget_split if cfg.suite == "tofu" else None, "template": rec.template,
+            "masking": rec.masking}
+
+
+def resolve_from_run(cfg: EvaluateConfig) -> EvaluateConfig:
+    """`cfg` with the unset forget split and prompt format taken from the run record (else `FALLBACKS`); an
+    explicit value that differs from the run's is kept, with a warning naming both."""
+    rec = read_run_record(cfg.run, missing_ok=True)
+    fill = {}
+    for key, from_run in _recorded(cfg, rec).items():
+        given = getattr(cfg, key)
+        if given is None:
+            fill[key] = FALLBACKS[key] if from_run is None else from_run
+        elif from_run is not None and given != from_run:
+            log.warning("evaluate: %s=%r was given, but the run %s was made with %s=%r; evaluating with %s=%r "
+                        "(drop %s= to use the run's)", key, given, rec.path, key, from_run, key, given, key)
+    return replace(cfg, **fill)
+
+
+# the settings each suite takes besides the request's own (forget, oracle, format, precision, related people)
+SUITE_OPTIONS = {"tofu": ("limit", "retain_limit", "batch_size", "max_new_tokens", "truth_ratio_mean"),
+                 "muse": ("corpus", "limit", "batch_size"),
+                 "related": ("batch_size", "max_new_tokens", "truth_ratio_mean")}
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .suite import evaluate_run
+    from .suite import RelatedSettings, SuiteRequest, evaluate_request
 
     if not cfg.run:
         raise ValueError("run=<run directory> is required")
-    fmt = PromptFormat(template=cfg.template, masking=cfg.masking, max_length=cfg.max_length)
-    common = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, truth_ratio_mean=cfg.truth_ratio_mean,
-                  precision=cfg.precision)
-    if cfg.suite == "tofu":
-        return evaluate_run(cfg.run, "tofu", cfg.forget, model=cfg.model, oracle_stats=cfg.oracle,
-                            save_oracle_stats=cfg.save_oracle_stats, fmt=fmt, limit=cfg.limit,
-                            retain_limit=cfg.retain_limit, **common)
-    if cfg.suite == "muse":
-        return evaluate_run(cfg.run, "muse", model=cfg.model, oracle_stats=cfg.oracle, fmt=fmt, corpus=cfg.corpus,
-                            save_oracle_stats=cfg.save_oracle_stats, limit=cfg.limit, batch_size=cfg.batch_size,
-                            precision=cfg.precision)
-    return evaluate_run(cfg.run, "related", model=cfg.model, fmt=fmt, related_people=cfg.related_people,
-                        related_seed=cfg.related_seed, forget_fraction=cfg.forget_fraction,
-                        related_who=cfg.related_who, **common)
+    cfg = resolve_from_run(cfg)
+    request = SuiteRequest(
+        suite=cfg.suite, forget=cfg.forget, oracle_stats=cfg.oracle, save_oracle_stats=cfg.save_oracle_stats,
+        fmt=PromptFormat(template=cfg.template, masking=cfg.masking, max_length=cfg.max_length),
+        precision=cfg.precision, options={k: getattr(cfg, k) for k in SUITE_OPTIONS[cfg.suite]},
+        related=RelatedSettings(cfg.related_people, cfg.related_seed, cfg.forget_fraction, cfg.related_who))
+    return evaluate_request(cfg.run, request, model=cfg.model)

@@ -22,9 +22,9 @@ tokenisation, its token-level metrics without the last label, its extraction-str
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .result import MetricResult
 from .scoring import RecordScores, score_records
 
 __all__ = ["ORACLE_STATS_FILE", "OracleStats", "OracleStatsMissing", "SETS", "TofuResult", "load_tofu_sets",
-           "run_tofu", "evaluate_tofu", "precision_in_effect"]
+           "run_tofu", "TofuConfig", "evaluate_tofu", "precision_in_effect"]
 
 SETS = ("forget", "retain", "real_authors", "world_facts")
 NORMALIZED_SETS = ("real_authors", "world_facts")
@@ -129,34 +129,68 @@ def _check_oracle(oracle_stats: OracleStats | None, settings: dict, need_truth_r
     oracle_stats.check_compatible(settings)
 
 
-def run_tofu(model, tokenizer, forget: str = "forget01", oracle_stats: OracleStats | str | Path | None = None,
-             fmt: PromptFormat | None = None, *, records: Mapping[str, list[QARecord]] | None = None,
-             sets: Sequence[str] = SETS, retain_limit: int | None = 400, limit: int | None = None, source=None,
-             batch_size: int = 32, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, truth_ratio_mean: str = "geometric",
-             forget_quality: bool = True, mia_attacks: bool = True, mia_k: float = 0.4, reference_model=None,
-             extraction_variant: str | None = None) -> TofuResult:
+@dataclass(frozen=True)
+class TofuConfig:
+    """How to run the TOFU suite (`run_tofu`): which sets and split, how much of each, and which metrics.
+
+    `limit` caps every set; `forget_quality=True` needs oracle stats; `extraction_variant` defaults to the
+    masking's ("paper" for exact, "open-unlearning" for it); `source` is where the TOFU data is read from."""
+
+    forget: str = "forget01"
+    fmt: PromptFormat = field(default_factory=PromptFormat)
+    sets: Sequence[str] = SETS
+    retain_limit: int | None = 400
+    limit: int | None = None
+    source: Any = None
+    batch_size: int = 32
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    truth_ratio_mean: str = "geometric"
+    forget_quality: bool = True
+    mia_attacks: bool = True
+    mia_k: float = 0.4
+    extraction_variant: str | None = None
+
+    def __post_init__(self):
+        if self.truth_ratio_mean not in tofu_metrics.TRUTH_RATIO_MEANS:
+            raise ValueError(f"truth_ratio_mean={self.truth_ratio_mean!r}: expected one of "
+                             f"{tofu_metrics.TRUTH_RATIO_MEANS}")
+
+    def with_overrides(self, forget: str | None = None, fmt: PromptFormat | None = None, **overrides) -> "TofuConfig":
+        """A copy with `forget` / `fmt` (when given) and any other field replaced; an unknown name is an error."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(f"run_tofu: unknown setting(s) {unknown}; TofuConfig has "
+                            f"{', '.join(f.name for f in fields(self))}")
+        given = {k: v for k, v in (("forget", forget), ("fmt", fmt)) if v is not None}
+        return replace(self, **given, **overrides)
+
+
+def run_tofu(model, tokenizer, forget: str | None = None, oracle_stats: OracleStats | str | Path | None = None,
+             fmt: PromptFormat | None = None, *, config: TofuConfig | None = None,
+             records: Mapping[str, list[QARecord]] | None = None, reference_model=None, **overrides) -> TofuResult:
     """Evaluate `model` on the TOFU suite; see the module docstring for sets and metrics.
 
-    `records` replaces the loaded sets (keys as in `SETS` plus `holdout`; a row's index is its position there);
-    `limit` caps every set; `forget_quality=True` without `oracle_stats` raises `OracleStatsMissing` saying how
+    The settings are `config` (default `TofuConfig()`) with `forget`, `fmt` and any `TofuConfig` field given as
+    a keyword on top. `records` replaces the loaded sets (keys as in `SETS` plus `holdout`; a row's index is
+    its position there); `forget_quality=True` without `oracle_stats` raises `OracleStatsMissing` saying how
     to produce them; oracle stats made with other settings (masking, template, max_length, precision) are
-    refused. `extraction_variant` defaults to the masking's ("paper" for exact, "open-unlearning" for it).
+    refused.
     """
-    if truth_ratio_mean not in tofu_metrics.TRUTH_RATIO_MEANS:
-        raise ValueError(f"truth_ratio_mean={truth_ratio_mean!r}: expected one of {tofu_metrics.TRUTH_RATIO_MEANS}")
+    c = (config or TofuConfig()).with_overrides(forget, fmt, **overrides)
     if isinstance(oracle_stats, (str, Path)):
         oracle_stats = OracleStats.load(oracle_stats)
-    fmt = fmt or PromptFormat()
-    extraction_variant = extraction_variant or ("open-unlearning" if fmt.masking == "open-unlearning" else "paper")
-    settings = dict(forget=forget, sets=list(sets), retain_limit=retain_limit, limit=limit, batch_size=batch_size,
-                    max_new_tokens=max_new_tokens, truth_ratio_mean=truth_ratio_mean, mia_k=mia_k,
-                    extraction_variant=extraction_variant, masking=fmt.masking,
+    fmt = c.fmt
+    extraction_variant = c.extraction_variant or ("open-unlearning" if fmt.masking == "open-unlearning" else "paper")
+    settings = dict(forget=c.forget, sets=list(c.sets), retain_limit=c.retain_limit, limit=c.limit,
+                    batch_size=c.batch_size, max_new_tokens=c.max_new_tokens, truth_ratio_mean=c.truth_ratio_mean,
+                    mia_k=c.mia_k, extraction_variant=extraction_variant, masking=fmt.masking,
                     template="chat" if fmt.uses_chat(tokenizer) else "plain", max_length=fmt.max_length,
                     precision=precision_in_effect(model))
-    _check_oracle(oracle_stats, settings, forget_quality and "forget" in sets)
+    _check_oracle(oracle_stats, settings, c.forget_quality and "forget" in c.sets)
     if records is None:
-        records = load_tofu_sets(forget, retain_limit, source, sets, with_holdout=mia_attacks, limit=limit)
-    needed = list(sets) + (["holdout"] if mia_attacks else [])
+        records = load_tofu_sets(c.forget, c.retain_limit, c.source, c.sets, with_holdout=c.mia_attacks,
+                                 limit=c.limit)
+    needed = list(c.sets) + (["holdout"] if c.mia_attacks else [])
     missing = [k for k in needed if k not in records]
     if missing:
         raise ValueError(f"records: missing set(s) {missing} (have {sorted(records)}); pass them, drop them from "
@@ -164,24 +198,24 @@ def run_tofu(model, tokenizer, forget: str = "forget01", oracle_stats: OracleSta
     metrics: dict[str, MetricResult] = {}
     generations: dict[str, list[str]] = {}
     forget_ratios = forget_scores = None
-    for name in sets:
+    for name in c.sets:
         scores, ratios = _score_set(model, tokenizer, name, records[name], fmt, settings, metrics, generations,
-                                    token_stats=name == "forget" and mia_attacks)
+                                    token_stats=name == "forget" and c.mia_attacks)
         if name == "forget":
             forget_scores, forget_ratios = scores, ratios
-            if forget_quality and ratios is not None:
+            if c.forget_quality and ratios is not None:
                 metrics["forget_quality"] = tofu_metrics.forget_quality(ratios, oracle_stats.truth_ratios)
     parts = {k: metrics[k].value for k in tofu_metrics.MODEL_UTILITY_PARTS if k in metrics}
     if len(parts) == len(tofu_metrics.MODEL_UTILITY_PARTS):
         metrics["model_utility"] = tofu_metrics.model_utility(parts)
-    elif {"retain", "real_authors", "world_facts"} <= set(sets):
+    elif {"retain", "real_authors", "world_facts"} <= set(c.sets):
         missing = sorted(set(tofu_metrics.MODEL_UTILITY_PARTS) - set(parts))
         warnings.warn(f"model utility skipped: missing {missing}", UserWarning, stacklevel=2)
-    if mia_attacks:
+    if c.mia_attacks:
         if forget_scores is None:
             raise ValueError("mia_attacks=True needs the forget set in `sets`")
-        metrics.update(_mia(model, tokenizer, records["forget"], forget_scores, records["holdout"], fmt, batch_size,
-                            mia_k, reference_model, oracle_stats))
+        metrics.update(_mia(model, tokenizer, records["forget"], forget_scores, records["holdout"], fmt, c.batch_size,
+                            c.mia_k, reference_model, oracle_stats))
     return TofuResult(metrics, forget_ratios, generations, settings)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..data.collate import PromptFormat
 from ..data.synthetic import generate_related_knowledge
 from ..data.tofu import default_local_dir, load_tofu
+from ..eval.metric_registry import metric
 from ..markdown import markdown_table
 from ..runs import open_run, write_json
 from ..train.finetune import FinetuneConfig, finetune
@@ -205,27 +206,26 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     return {"seconds": total, "finetune": summary, "report": str(report), "table": table}
 
 
-SUMMARY_COLUMNS = (("forget_quality", "FQ"), ("model_utility", "MU"), ("retain/probability", "retain P"),
-                   ("forget/rouge_l_recall", "forget ROUGE"), ("related/target/probability", "target P"),
-                   ("related/related/probability", "related P"), ("related/multihop/probability", "multi-hop P"),
-                   ("privleak", "PrivLeak"))
+# the demo table's columns: registered metrics (`eval.metric_registry`), shown by their short names
+SUMMARY_METRICS = ("tofu:forget_quality", "tofu:model_utility", "tofu:retain/probability", "tofu:forget/rouge_l_recall",
+                   "related:target/probability", "related:related/probability", "related:multihop/probability",
+                   "tofu:privleak")
 
 
 def summary_table(out: Path) -> str:
     """A Markdown table of the demo's runs, read back from their eval/*.json files."""
+    columns = [metric(name) for name in SUMMARY_METRICS]
     rows = []
     order = {"target": 0, "oracle": 1}
     runs = sorted((p for p in Path(out).iterdir() if (p / "eval" / "tofu.json").is_file()),
                   key=lambda p: (order.get(p.name, 2), p.name.split("-", 1)[-1], not p.name.startswith("unlearn")))
     for run in runs:
-        tofu = json.loads((run / "eval" / "tofu.json").read_text())["metrics"]
-        related = json.loads((run / "eval" / "related.json").read_text())["metrics"]
-        merged = {**tofu, **{f"related/{k}": v for k, v in related.items()}}
+        suites = {s: json.loads((run / "eval" / f"{s}.json").read_text())["metrics"] for s in dict.fromkeys(c.suite for c in columns)}
         extra = ""
         if (run / "uipe.json").is_file():
             extra = f" (α={json.loads((run / 'uipe.json').read_text())['alpha']:.2g})"
-        rows.append([run.name + extra] + [_fmt(merged.get(k, {}).get("value")) for k, _ in SUMMARY_COLUMNS])
-    head = ["run"] + [h for _, h in SUMMARY_COLUMNS]
+        rows.append([run.name + extra] + [_fmt(suites[c.suite].get(c.key, {}).get("value")) for c in columns])
+    head = ["run"] + [c.short for c in columns]
     return markdown_table(head, rows)
 
 

@@ -41,7 +41,7 @@ from ..data.collate import PromptFormat, QADataset
 from ..data.records import QARecord
 from ..objectives import DisabledAdapterReference, FrozenModelReference, build_objective
 from ..objectives.reference import build_reference, cached_splits, reference_tables
-from ..runs import RunDir, atomic_write_text, list_checkpoints, write_json
+from ..runs import RunDir, atomic_write_text, list_checkpoints, read_run_record, write_json
 from .compute import EMA, EvalSlices, GEffect, GEffectError, compute_geffect, make_slices
 from .groups import parameter_groups
 from .instance import instance_geffects
@@ -260,11 +260,6 @@ def build_slices(tokenizer, forget: str, retain: str, n_forget: int, n_retain: i
                        items(idk) if idk is not None else None, items(reg) if reg is not None else None)
 
 
-def _format_from(cfg: dict) -> PromptFormat:
-    kw = {k: cfg[k] for k in ("template", "masking", "max_length") if k in cfg and cfg[k] is not None}
-    return PromptFormat(**kw)
-
-
 def geffect_run(cfg: GEffectConfig | str | Path, **settings) -> dict[str, Any]:
     """G-effects (per group, and per forget instance) of every checkpoint; writes CSVs, a summary and plots.
 
@@ -317,25 +312,15 @@ _OPTIONAL_STR = ("method", "model", "forget", "retain", "device", "out")
 
 
 def _run_inputs(cfg: GEffectConfig, run: RunDir) -> dict[str, Any]:
-    """method, params, θ_ini, data specs and prompt format: the config's, else the run's config.yaml."""
-    try:
-        record = run.read_config()
-    except FileNotFoundError:
-        record = {}
-    rcfg = dict(record.get("config") or {})
-    if record and record.get("kind") not in (None, "unlearn"):
-        log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, record.get("kind"))
-    method = cfg.method or rcfg.get("method")
-    params = dict(rcfg.get("params") or {}) if cfg.params is None else dict(cfg.params)
-    # θ_ini: the trainer records its resolved path under `inputs` (config.model may be relative to another cwd)
-    model_spec = cfg.model or (record.get("inputs") or {}).get("theta_ini") or rcfg.get("model")
-    forget, retain = cfg.forget or rcfg.get("forget"), cfg.retain or rcfg.get("retain")
-    missing = [n for n, v in (("method", method), ("model", model_spec), ("forget", forget), ("retain", retain)) if not v]
-    if missing:
-        raise GEffectError(f"{run.path}: no {missing[0]!r} in config.yaml's `config` and none passed; pass "
-                           f"{missing[0]}=... explicitly")
-    return {"method": method, "params": params, "model": model_spec, "forget": forget, "retain": retain,
-            "format": _format_from(rcfg), "idk_answer": rcfg.get("idk_answer", IDK_ANSWER)}
+    """method, params, θ_ini, data specs and prompt format: the config's, else the run's record."""
+    rec = read_run_record(run.path, missing_ok=True)
+    if rec.kind not in (None, "unlearn"):
+        log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, rec.kind)
+    params = dict(rec.params) if cfg.params is None else dict(cfg.params)
+    # θ_ini: the trainer's resolved path first (config.model may be relative to another cwd)
+    return {"method": cfg.method or rec.method, "params": params, "model": cfg.model or rec.theta_ini,
+            "forget": cfg.forget or rec.forget, "retain": cfg.retain or rec.retain, "format": rec.prompt_format(),
+            "idk_answer": rec.config.get("idk_answer", IDK_ANSWER)}
 
 
 def _measure(cfg: GEffectConfig, ckpts: list[tuple[int, Path]], loader: CheckpointLoader, objective,

@@ -198,6 +198,13 @@ class Objective:
         return f"{type(self).__name__}({self.config})"
 
 
+class UnweightedObjective(Objective):
+    """An objective whose update is no per-sample weighting of ∇log p(s) (preference pairs, distillation,
+    representation steering): its per-instance G-effect weights are NaN (`no_instance_weights`)."""
+
+    instance_weights = no_instance_weights
+
+
 def make_config(config_cls: type[ObjectiveConfig], values: Mapping[str, Any], owner: str = "") -> ObjectiveConfig:
     """`config_cls(**values)`, refusing unknown keys with the closest known one."""
     known = [f.name for f in fields(config_cls)]

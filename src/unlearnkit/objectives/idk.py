@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..label_logprobs import answer_logprobs
-from .base import Objective, ObjectiveConfig, hp, no_instance_weights, register_objective
+from .base import ObjectiveConfig, UnweightedObjective, hp, register_objective
 from .reduce import row_mean
 from .retain import nll_loss
 
@@ -32,14 +32,12 @@ def dpo_loss(chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, bet
 
 
 @register_objective("idk_nll")
-class IdkNLL(Objective):
+class IdkNLL(UnweightedObjective):
     """Fine-tune on refusal answers to the forget questions."""
 
     Config = ObjectiveConfig
     paper = "Maini et al. 2024 (TOFU), arXiv 2401.06121"
     needs_idk = True
-
-    instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 
     def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.idk)
@@ -56,15 +54,13 @@ class IdkDPOConfig(ObjectiveConfig):
 
 
 @register_objective("idk_dpo")
-class IdkDPO(Objective):
+class IdkDPO(UnweightedObjective):
     """DPO with the IdK answer preferred and the forget answer rejected."""
 
     Config = IdkDPOConfig
     paper = "Rafailov et al. 2023, arXiv 2305.18290; TOFU IdK-DPO (Maini et al. 2024)"
     forget_reference = ("forget_logprobs", "idk_logprobs")
     needs_idk = True
-
-    instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 
     def forget_loss(self, model, batch, ref):
         n_f, n_i = batch.forget["input_ids"].shape[0], batch.idk["input_ids"].shape[0]

@@ -65,10 +65,9 @@ class NPO(Objective):
     def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.forget)
         ref_sum = ref.forget_logprobs(batch.forget).sum.detach()
-        beta = self.config.beta
         logs = {"forget_logratio": (slp.sum - ref_sum).mean().item(),
-                "npo_weight": npo_weights(slp.sum, ref_sum, beta).mean().item()}
-        return npo_loss(slp.sum, ref_sum, beta), logs
+                "npo_weight": npo_weights(slp.sum, ref_sum, self.config.beta).mean().item()}
+        return npo_loss(slp.sum, ref_sum, self.config.beta), logs
 
     def instance_weights(self, slp, batch, ref):
         """2p^β/(p^β+p_ref^β): NPO's adaptive weight on log p(s) (summed over the answer)."""

@@ -96,18 +96,20 @@ class TNPO(Objective):
     paper = "Wang et al. 2025 (G-effect), arXiv 2502.19301"
     forget_reference = ("forget_logprobs",)
 
-    def forget_loss(self, model, batch, ref):
+    def token_weights(self, slp, forget: dict, ref) -> torch.Tensor:
+        """The TNPO (or WTNPO) weight of every answer token of `forget`, against the reference's log-probs."""
         cfg = self.config
+        return tnpo_weights(slp.token_logprobs, ref.forget_logprobs(forget).token_logprobs, cfg.beta, cfg.alpha,
+                            cfg.eps)
+
+    def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.forget)
-        ref_lp = ref.forget_logprobs(batch.forget).token_logprobs
-        w = tnpo_weights(slp.token_logprobs, ref_lp, cfg.beta, cfg.alpha, cfg.eps)
+        w = self.token_weights(slp, batch.forget, ref)
         return weighted_logprob_loss(slp.token_logprobs, w, slp.mask), {"weight_mean": token_mean(w, slp.mask).item()}
 
     def instance_weights(self, slp, batch, ref):
         """The mean of the TNPO (or WTNPO) token weights over the answer."""
-        cfg = self.config
-        w = tnpo_weights(slp.token_logprobs, ref.forget_logprobs(batch).token_logprobs, cfg.beta, cfg.alpha, cfg.eps)
-        return sequence_mean(w, slp.mask)
+        return sequence_mean(self.token_weights(slp, batch, ref), slp.mask)
 
 
 register_preset("wtnpo", TNPO, "Weighted TNPO: TNPO weight times p^α (α = 1.5, β = 4), G-effect paper "

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..logprobs import model_forward
-from .base import Objective, ObjectiveConfig, hp, no_instance_weights, register_objective
+from .base import ObjectiveConfig, UnweightedObjective, hp, register_objective
 from .reduce import token_mean
 from .reference import answer_label_mask
 
@@ -44,14 +44,12 @@ class UNDIALConfig(ObjectiveConfig):
 
 
 @register_objective("undial")
-class UNDIAL(Objective):
+class UNDIAL(UnweightedObjective):
     """Distil the reference with the forget answer's token made less likely."""
 
     Config = UNDIALConfig
     paper = "Dong et al. 2024, arXiv 2402.10052"
     forget_reference = ("forget_logits",)
-
-    instance_weights = no_instance_weights  # its update is not a weighting of ∇log p(s)
 
     def forget_loss(self, model, batch, ref):
         logits = model_forward(model, batch.forget).logits

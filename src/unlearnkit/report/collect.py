@@ -9,23 +9,19 @@ Everything is read from disk; nothing depends on the process that produced the r
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import yaml
+from ..runs import (ALPHA_SEARCH, CONFIG_FILE, EVAL_DIR, GEFFECT_CSV, LOG_FILE, RUN_PARTS, SUMMARY_FILES, SWEEP_DONE,
+                    SWEEP_ERROR, lock_held, read_run_record)
 
 log = logging.getLogger(__name__)
 
-SKIP_DIRS = {"checkpoints", "model", "adapter", "reference", "eval", "plots", "geffect", "uipe", "tokenizer",
-             "report", "rounds"}
-GEFFECT_CSV = Path("geffect") / "geffect.csv"
-ALPHA_SEARCH = Path("uipe") / "alpha_search.json"
+SKIP_DIRS = RUN_PARTS   # a run's own parts are never run folders
 
 
 @dataclass
@@ -122,13 +118,10 @@ def read_reveal_rounds(path: Path) -> list[dict]:
 def read_run(path: str | Path) -> RunRecord:
     """One run directory → a RunRecord (FileNotFoundError if it has no config.yaml)."""
     path = Path(path)
-    cfg_path = path / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{path}: not a run directory (no config.yaml)")
-    raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    rec = RunRecord(path=path, kind=str(raw.get("kind", "?")), config=dict(raw.get("config") or {}),
-                    seed=raw.get("seed"), inputs=dict(raw.get("inputs") or {}))
-    for p in sorted((path / "eval").glob("*.json")) if (path / "eval").is_dir() else []:
+    run = read_run_record(path)
+    rec = RunRecord(path=path, kind=str(run.kind or "?"), config=dict(run.config), seed=run.seed,
+                    inputs=dict(run.inputs))
+    for p in sorted((path / EVAL_DIR).glob("*.json")) if (path / EVAL_DIR).is_dir() else []:
         data = _read_json(p)
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             continue  # oracle_stats.json and other non-suite files
@@ -136,7 +129,7 @@ def read_run(path: str | Path) -> RunRecord:
         rec.metrics[suite] = {k: _finite(m.get("value") if isinstance(m, dict) else m)
                               for k, m in data["metrics"].items()}
         rec.eval_settings[suite] = dict(data.get("settings") or {})
-    rec.log = read_log(path / "log.jsonl")
+    rec.log = read_log(path / LOG_FILE)
     rec.geffect = read_geffect(path / GEFFECT_CSV)
     rec.reveal = read_reveal_rounds(path)
     if (path / ALPHA_SEARCH).is_file():
@@ -145,47 +138,13 @@ def read_run(path: str | Path) -> RunRecord:
     return rec
 
 
-# What each command writes last, when it has finished (its summary): the run's "finished" marker. The names are
-# the SUMMARY constants of train/finetune.py, train/unlearn.py and reveal/loop.py, the demo's extrapolation record
-# and the related-knowledge experiment's files (report never imports train:
-# tests/report/test_report_status_alpha.py checks that the names still agree).
-FINISHED_MARKERS = {"finetune": "finetune.json", "unlearn": "unlearn.json", "reveal": "reveal.json",
-                    "extrapolate": "uipe.json", "unlearn_continue": "continue.json",
-                    "experiment/related-knowledge": "results.json"}
-SWEEP_DONE, SWEEP_ERROR = "sweep_done.json", "sweep_error.json"
-LOCK_FILE = ".lock"   # runs.LOCK_NAME: flock-ed by the command writing the run
-
-
-def lock_held(path: Path) -> bool:
-    """True when a live process holds the run's lock (`runs.locked_run`): the run is being written now.
-
-    A shared, non-blocking flock on `.lock` fails only while another open file description holds the exclusive
-    lock; a lock file left by a finished or killed command is not held (the kernel drops a dead process's locks).
-    """
-    lock = path / LOCK_FILE
-    if not lock.is_file():
-        return False
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def run_status(path: Path, kind: str, log_rows: list[dict]) -> tuple[str, Optional[str]]:
     """(status, detail) of a run directory, from what the commands record:
 
     * `failed`: a sweep recorded an error (`sweep_error.json`; detail: the error), `diverged` when it was a
       divergence;
     * `diverged`: log.jsonl holds a `"diverged": true` row (the divergence guard's stop; detail: its message);
-    * `finished`: the command's summary (`FINISHED_MARKERS[kind]`) or the sweep's `sweep_done.json` is there;
+    * `finished`: the command's summary (`runs.SUMMARY_FILES[kind]`) or the sweep's `sweep_done.json` is there;
     * `running`: a live process holds the run's lock;
     * `interrupted`: none of these — a killed or stopped command (it resumes from its last checkpoint);
     * `unknown`: a kind without a known summary file and no sweep marker (nothing says whether it finished).
@@ -194,7 +153,7 @@ def run_status(path: Path, kind: str, log_rows: list[dict]) -> tuple[str, Option
         err = str((_read_json(path / SWEEP_ERROR) or {}).get("error") or "")
         return ("diverged" if "DivergenceError" in err else "failed"), err or None
     diverged = next((r for r in reversed(log_rows) if r.get("diverged") is True), None)
-    marker = FINISHED_MARKERS.get(kind)
+    marker = SUMMARY_FILES.get(kind)
     if (path / SWEEP_DONE).is_file() or (marker and (path / marker).is_file()):
         return "finished", None
     if diverged is not None:
@@ -211,7 +170,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
 
     def walk(p: Path) -> None:
-        if (p / "config.yaml").is_file():
+        if (p / CONFIG_FILE).is_file():
             found.append(p)
         for child in sorted(c for c in p.iterdir() if c.is_dir()) if p.is_dir() else []:
             if child.name not in SKIP_DIRS and not child.name.startswith("."):

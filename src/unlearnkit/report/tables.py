@@ -10,32 +10,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..eval.metric_registry import leaderboard_columns, leaderboard_suites, suite_title
 from ..markdown import markdown_table
 from .collect import RunRecord
 
 MISSING = "–"
 
-# (column header, suite, metric name): the TOFU benchmark's columns (arrows: which way is better)
-LEADERBOARD_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("Forget quality ↑", "tofu", "forget_quality"),
-    ("Model utility ↑", "tofu", "model_utility"),
-    ("Forget ROUGE ↓", "tofu", "forget/rouge_l_recall"),
-    ("Forget prob. ↓", "tofu", "forget/probability"),
-    ("Forget truth ratio", "tofu", "forget/truth_ratio"),
-    ("PrivLeak (→0)", "tofu", "privleak"),
-    ("MIA min-k AUC", "tofu", "mia/min_k"),
-    ("Extraction ↓", "tofu", "forget/extraction_strength"),
-    ("Retain ROUGE ↑", "tofu", "retain/rouge_l_recall"),
-)
-# MUSE's six-way table (Shi et al. 2024): no verbatim / no knowledge memorisation, no privacy leak, utility kept
-MUSE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("VerbMem ↓", "muse", "verbmem_forget/rouge_l_f1"),
-    ("KnowMem forget ↓", "muse", "knowmem_forget/rouge_l_f1"),
-    ("KnowMem retain ↑", "muse", "knowmem_retain/rouge_l_f1"),
-    ("PrivLeak (→0)", "muse", "privleak"),
-    ("MIA min-k AUC", "muse", "mia/min_k"),
-    ("Extraction ↓", "muse", "forget/extraction_strength"),
-)
+
+
+def registry_columns(suite: str) -> tuple[tuple[str, str, str], ...]:
+    """(column header, suite, metric key) of a suite's leaderboard, from the metric registry (arrows: which way
+    is better)."""
+    return tuple((m.header, m.suite, m.key) for m in leaderboard_columns(suite))
+
+
+LEADERBOARD_COLUMNS = registry_columns("tofu")   # the TOFU benchmark's columns
+MUSE_COLUMNS = registry_columns("muse")          # MUSE's six-way table (Shi et al. 2024)
 IGNORED_PARAM_KEYS = {"run", "method", "report_to", "forget", "data"}  # shown elsewhere (Method, Split)
 
 
@@ -170,10 +160,14 @@ def runs_table(records: list[RunRecord]) -> Table:
 
 
 def all_tables(records: list[RunRecord]) -> list[Table]:
-    """The TOFU / MUSE leaderboards (when any run has that suite's metrics), one table per suite, and the runs."""
-    board = [leaderboard(records)] if any("tofu" in r.metrics for r in records) else []
-    if any("muse" in r.metrics for r in records):
-        board.append(leaderboard([r for r in records if "muse" in r.metrics], MUSE_COLUMNS, "Leaderboard (MUSE metrics)"))
+    """A leaderboard per registered suite that any run has metrics of (TOFU, MUSE, ...: `eval.metric_registry`),
+    one table per suite, and the runs."""
+    board = []
+    for suite in leaderboard_suites():
+        runs = [r for r in records if suite in r.metrics]
+        if runs:
+            board.append(leaderboard(records if suite == "tofu" else runs, registry_columns(suite),
+                                     f"Leaderboard ({suite_title(suite)} metrics)"))
     return [*board, *suite_tables(records), runs_table(records)]
 
 

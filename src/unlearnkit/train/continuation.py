@@ -20,7 +20,7 @@ from ..data.specs import load_records
 from ..models.loading import load_model
 from ..objectives import build_objective
 from ..objectives.reference import build_reference
-from ..runs import last_checkpoint, open_run, save_model_atomically, write_json
+from ..runs import last_checkpoint, open_run, read_run_record, save_model_atomically, write_json
 from .hf_glue import JsonlLogCallback, training_arguments
 from .hooks import OffsetDraws, StopWhen, loader_batches
 from .settings import TrainingSettings
@@ -91,7 +91,10 @@ def continue_until_norm(run_dir: Path, targets: dict[str, float], out: Path, max
         if set(done["targets"]) >= set(targets) and all((out / "models" / n).is_dir() for n in targets):
             return {n: done["targets"][n] for n in targets}
     inputs = read_unlearn_run(run_dir)
-    base_cfg = inputs.run.read_config()["config"]
+    record = read_run_record(inputs.run.path)
+    if not record.summary:
+        raise FileNotFoundError(f"{inputs.run.path}: no finished unlearn summary; finish the base run first")
+    base_cfg = dict(record.config)
     seed = int(base_cfg.get("seed", 0))
     torch.manual_seed(seed)
     objective = build_objective(inputs.method, dict(base_cfg.get("params") or {}))
@@ -104,7 +107,7 @@ def continue_until_norm(run_dir: Path, targets: dict[str, float], out: Path, max
     if objective.needs_retain:
         stream = RetainStream(QADataset(load_records(inputs.retain), tok, inputs.prompt_format),
                               int(base_cfg.get("retain_batch_size") or bs), tok.pad_token_id, seed=seed)
-        retain = OffsetDraws(stream, int(json.loads((inputs.run.path / "unlearn.json").read_text()).get("steps") or 0))
+        retain = OffsetDraws(stream, int(record.summary.get("steps") or 0))
     opt, opt_source = continued_optimizer(model, inputs.run.checkpoints, float(base_cfg["lr"]),
                                           float(base_cfg["weight_decay"]))
     run = open_run(out)

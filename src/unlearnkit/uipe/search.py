@@ -30,7 +30,8 @@ from typing import Callable, Optional, Sequence
 
 from ..data.collate import PromptFormat
 from ..precision import autocast, resolve_precision
-from ..runs import RunDir, checkpoint_step, last_checkpoint, list_checkpoints, open_run, write_json
+from ..runs import (FINAL_MODEL_DIRS, RunDir, checkpoint_step, last_checkpoint, list_checkpoints, open_run,
+                    read_run_record, write_json)
 from .auto_alpha import AutoAlphaResult, auto_alpha
 from .extrapolate import extrapolate_checkpoint, extrapolate_state_dict
 
@@ -60,37 +61,37 @@ class UnlearnRunInputs:
 
 
 def read_unlearn_run(run_dir: str | Path, checkpoint: str | None = None) -> UnlearnRunInputs:
-    """θ_ini from the run's recorded inputs; θ_un = the final model/adapter, or `checkpoints/<checkpoint>`
+    """θ_ini from the run's record; θ_un = the final model/adapter, or `checkpoints/<checkpoint>`
     (`checkpoint` None or 'final': model/, adapter/, else the last step-N)."""
     run = open_run(run_dir, create=False)
-    record = run.read_config()
-    if record.get("kind") != "unlearn":
-        raise ValueError(f"{run.path}: kind={record.get('kind')!r}; UIPE extrapolates an unlearning run "
+    rec = read_run_record(run.path)
+    if rec.kind != "unlearn":
+        raise ValueError(f"{run.path}: kind={rec.kind!r}; UIPE extrapolates an unlearning run "
                          "(made by `unlearnkit unlearn`)")
-    cfg, inputs = record.get("config", {}), record.get("inputs", {})
-    theta_ini = inputs.get("theta_ini") or cfg.get("model")
+    theta_un = _theta_un(run, checkpoint)
+    fmt = rec.prompt_format(max_length=256)
+    return UnlearnRunInputs(run=run, theta_ini=str(rec.theta_ini), theta_un=Path(theta_un), method=rec.method or "?",
+                            forget=rec.forget or "", retain=rec.retain or "", template=fmt.template,
+                            masking=fmt.masking, max_length=fmt.max_length,
+                            is_adapter=(Path(theta_un) / "adapter_config.json").is_file(),
+                            trained_retain=rec.trained_retain, checkpoint=checkpoint or "final")
+
+
+def _theta_un(run: RunDir, checkpoint: str | None) -> Path:
     if checkpoint and checkpoint != "final":
         theta_un = run.checkpoints / checkpoint
         if not theta_un.is_dir():
             found = ", ".join(p.name for _, p in list_checkpoints(run.checkpoints)) or "none"
             raise FileNotFoundError(f"{run.path}: checkpoint={checkpoint!r} is not in {run.checkpoints} "
                                     f"(saved: {found}); pass checkpoint=final or one of them")
-    elif (run.path / "model").is_dir():
-        theta_un = run.path / "model"
-    elif (run.path / "adapter").is_dir():
-        theta_un = run.path / "adapter"
-    else:
-
-        theta_un = last_checkpoint(run.checkpoints)
+        return theta_un
+    for final in FINAL_MODEL_DIRS:
+        if (run.path / final).is_dir():
+            return run.path / final
+    theta_un = last_checkpoint(run.checkpoints)
     if theta_un is None or not Path(theta_un).is_dir():
         raise FileNotFoundError(f"{run.path}: no final model/, adapter/ or checkpoint to extrapolate")
-    return UnlearnRunInputs(run=run, theta_ini=str(theta_ini), theta_un=Path(theta_un), method=cfg.get("method", "?"),
-                            forget=cfg.get("forget", ""), retain=inputs.get("retain") or cfg.get("retain") or "",
-                            template=cfg.get("template", "auto"), masking=cfg.get("masking", "exact"),
-                            max_length=int(cfg.get("max_length", 256)),
-                            is_adapter=(Path(theta_un) / "adapter_config.json").is_file(),
-                            trained_retain=inputs["retain"] if "retain" in inputs else cfg.get("retain") or "",
-                            checkpoint=checkpoint or "final")
+    return theta_un
 
 
 def load_pair(inputs: UnlearnRunInputs, base_sd: dict | None = None):
@@ -166,29 +167,56 @@ def resolve_checkpoints(run_dir: str | Path, names: Sequence[str]) -> list[str]:
 
 
 @dataclass
-class SearchSettings:
-    alphas: Sequence[float] = (0.0, 0.5, 1.0, 2.0)
-    suite: str = "related"
-    limit: int | None = 40
-    oracle_stats: str | None = None
-    tofu_forget: str = "forget01"
-    related_people: int = 50
-    related_seed: int = 0
-    forget_fraction: float = 0.1
-    max_new_tokens: int = 48
-    batch_size: int = 32
-    auto: bool = True
-    auto_retain: str = ""
-    auto_n: int = 64
-    tolerance: float = 0.05
-    alpha_max: float = 8.0
-    precision: str = "fp32"   # scoring precision: fp32 | bf16 | auto (bf16 autocast where fast)
-    auto_max_evals: int = 12  # automatic α: utility evaluations at most
-    checkpoints: Sequence[str] = ("final",)  # θ_un candidates: final, step-N, or all
-    extra: dict = field(default_factory=dict)
+class ExtrapolateConfig:
+    """`unlearnkit extrapolate` and `alpha_search`: α search (+ automatic α) over one unlearning run, optionally
+    saving θ_uipe (`save`, `run`: the command only)."""
+
+    run: str = field(default="", metadata={"help": "unlearning run directory (θ_ini and θ_un are read from it)"})
+    alphas: str = field(default="0,0.5,1,2", metadata={"help": "comma-separated α values to evaluate"})
+    suite: str = field(default="related", metadata={"help": "fast evaluation: related | tofu"})
+    limit: Optional[int] = field(default=40, metadata={"help": "questions per evaluation set (null: all)"})
+    oracle_stats: Optional[str] = field(default=None, metadata={"help": "suite=tofu: oracle run dir or oracle_stats.json (forget quality)"})
+    tofu_forget: str = field(default="forget01", metadata={"help": "suite=tofu: forget split"})
+    related_people: int = field(default=50, metadata={"help": "suite=related: people in the synthetic set the run used"})
+    related_seed: int = field(default=0, metadata={"help": "suite=related: its seed"})
+    forget_fraction: float = field(default=0.1, metadata={"help": "suite=related: its forget fraction"})
+    max_new_tokens: int = field(default=48, metadata={"help": "generation length for ROUGE"})
+    batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
+    auto: bool = field(default=True, metadata={"help": "also choose α automatically (held-out retain utility rule)"})
+    auto_retain: str = field(default="", metadata={"help": "data spec of the held-out retain slice (default: the run's retain spec)"})
+    auto_n: int = field(default=64, metadata={"help": "records in the held-out retain slice"})
+    tolerance: float = field(default=0.05, metadata={"help": "automatic α: allowed relative drop of retain utility"})
+    alpha_max: float = field(default=8.0, metadata={"help": "automatic α: upper bound"})
+    save: str = field(default="none", metadata={"help": "write θ_uipe to <run>/uipe/alpha-<α>: none | auto | <α>"})
+    precision: str = field(default="fp32", metadata={"help": "scoring precision: fp32 | bf16 | auto (bf16 autocast where fast)"})
+    auto_max_evals: int = field(default=12, metadata={"help": "automatic α: utility evaluations at most"})
+    checkpoint: str = field(default="final", metadata={"help": "θ_un to extrapolate: final (model/, adapter/ or the "
+                            "last step-N), step-N, a comma list (checkpoints × α are searched), or all"})
+
+    def __post_init__(self):
+        if any(a < -1 for a in self.alpha_values):
+            raise ValueError(f"alphas={list(self.alpha_values)}: α below −1 would reverse the update past θ_ini")
+
+    @property
+    def alpha_values(self) -> tuple[float, ...]:
+        """`alphas` as numbers (the CLI gives a comma list, Python callers may give a sequence)."""
+        if not isinstance(self.alphas, str):
+            return tuple(float(a) for a in self.alphas)
+        try:
+            return tuple(float(a) for a in self.alphas.split(",") if a.strip())
+        except ValueError:
+            raise ValueError(f"alphas={self.alphas!r}: expected comma-separated numbers, e.g. 0,0.5,1") from None
+
+    @property
+    def checkpoint_names(self) -> tuple[str, ...]:
+        """`checkpoint` as names (a comma list or a sequence)."""
+        return tuple(self.checkpoint.split(",")) if isinstance(self.checkpoint, str) else tuple(self.checkpoint)
 
 
-def _evaluate(model, tok, fmt, s: SearchSettings, dataset=None) -> dict[str, float]:
+SearchSettings = ExtrapolateConfig   # the name Python callers of `alpha_search` know it by
+
+
+def _evaluate(model, tok, fmt, s: ExtrapolateConfig, dataset=None) -> dict[str, float]:
     if s.suite == "tofu":
         from ..eval.tofu import run_tofu
 
@@ -213,12 +241,10 @@ def _evaluate(model, tok, fmt, s: SearchSettings, dataset=None) -> dict[str, flo
     raise ValueError(f"suite={s.suite!r}: expected 'tofu' or 'related'")
 
 
-def alpha_search(run_dir: str | Path, settings: SearchSettings | None = None, echo=log.info) -> dict:
+def alpha_search(run_dir: str | Path, settings: ExtrapolateConfig | None = None, echo=log.info) -> dict:
     """Evaluate each checkpoint × α (and each checkpoint's automatic α); write the table, json and plot."""
-    s = settings or SearchSettings()
-    if any(a < -1 for a in s.alphas):
-        raise ValueError(f"alphas={list(s.alphas)}: α below −1 would reverse the update past θ_ini")
-    names = resolve_checkpoints(run_dir, s.checkpoints)
+    s = settings or ExtrapolateConfig()
+    names = resolve_checkpoints(run_dir, s.checkpoint_names)
     runs = [read_unlearn_run(run_dir, n) for n in names]  # every name checked before any model is loaded
     dataset = None
     if s.suite == "related":
@@ -249,7 +275,7 @@ def alpha_search(run_dir: str | Path, settings: SearchSettings | None = None, ec
     return result
 
 
-def _search_checkpoint(model, tok, base_sd, un_sd, inputs: UnlearnRunInputs, s: SearchSettings, dataset,
+def _search_checkpoint(model, tok, base_sd, un_sd, inputs: UnlearnRunInputs, s: ExtrapolateConfig, dataset,
                        heldout, result: dict, echo) -> dict | None:
     """One θ_un: its automatic α on the held-out rows (if any), then every α; appends to result['points']."""
     fmt, device, name = inputs.prompt_format, next(model.parameters()).device.type, inputs.checkpoint
@@ -258,7 +284,7 @@ def _search_checkpoint(model, tok, base_sd, un_sd, inputs: UnlearnRunInputs, s: 
         auto = auto_alpha(retain_utility_fn(model, tok, heldout, fmt, base_sd, un_sd, s.batch_size, s.precision),
                           tolerance=s.tolerance, alpha_max=s.alpha_max, max_evals=s.auto_max_evals)
         echo(f"{name}: automatic α = {auto.alpha:.3g} ({auto.stopped}; {len(auto.evaluations)} evaluations)")
-    for a in sorted(set(float(a) for a in s.alphas) | ({auto.alpha} if auto else set())):
+    for a in sorted(set(s.alpha_values) | ({auto.alpha} if auto else set())):
         set_alpha(model, base_sd, un_sd, a)
         with autocast(s.precision, device):   # a fresh region per α (see retain_utility_fn)
             metrics = _evaluate(model, tok, fmt, s, dataset)
@@ -351,55 +377,14 @@ def _model_dir(spec: str) -> str:
     return where
 
 
-@dataclass
-class ExtrapolateConfig:
-    """`unlearnkit extrapolate`: α search (+ automatic α) over one unlearning run, optionally saving θ_uipe."""
-
-    run: str = field(default="", metadata={"help": "unlearning run directory (θ_ini and θ_un are read from it)"})
-    alphas: str = field(default="0,0.5,1,2", metadata={"help": "comma-separated α values to evaluate"})
-    suite: str = field(default="related", metadata={"help": "fast evaluation: related | tofu"})
-    limit: Optional[int] = field(default=40, metadata={"help": "questions per evaluation set (null: all)"})
-    oracle_stats: Optional[str] = field(default=None, metadata={"help": "suite=tofu: oracle run dir or oracle_stats.json (forget quality)"})
-    tofu_forget: str = field(default="forget01", metadata={"help": "suite=tofu: forget split"})
-    related_people: int = field(default=50, metadata={"help": "suite=related: people in the synthetic set the run used"})
-    related_seed: int = field(default=0, metadata={"help": "suite=related: its seed"})
-    forget_fraction: float = field(default=0.1, metadata={"help": "suite=related: its forget fraction"})
-    max_new_tokens: int = field(default=48, metadata={"help": "generation length for ROUGE"})
-    batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
-    auto: bool = field(default=True, metadata={"help": "also choose α automatically (held-out retain utility rule)"})
-    auto_retain: str = field(default="", metadata={"help": "data spec of the held-out retain slice (default: the run's retain spec)"})
-    auto_n: int = field(default=64, metadata={"help": "records in the held-out retain slice"})
-    tolerance: float = field(default=0.05, metadata={"help": "automatic α: allowed relative drop of retain utility"})
-    alpha_max: float = field(default=8.0, metadata={"help": "automatic α: upper bound"})
-    save: str = field(default="none", metadata={"help": "write θ_uipe to <run>/uipe/alpha-<α>: none | auto | <α>"})
-    precision: str = field(default="fp32", metadata={"help": "scoring precision: fp32 | bf16 | auto (bf16 autocast where fast)"})
-    auto_max_evals: int = field(default=12, metadata={"help": "automatic α: utility evaluations at most"})
-    checkpoint: str = field(default="final", metadata={"help": "θ_un to extrapolate: final (model/, adapter/ or the "
-                            "last step-N), step-N, a comma list (checkpoints × α are searched), or all"})
-
-    def settings(self) -> SearchSettings:
-        try:
-            alphas = tuple(float(a) for a in self.alphas.split(",") if a.strip())
-        except ValueError:
-            raise ValueError(f"alphas={self.alphas!r}: expected comma-separated numbers, e.g. 0,0.5,1") from None
-        return SearchSettings(alphas=alphas, suite=self.suite, limit=self.limit, oracle_stats=self.oracle_stats,
-                              tofu_forget=self.tofu_forget, related_people=self.related_people,
-                              related_seed=self.related_seed, forget_fraction=self.forget_fraction,
-                              max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, auto=self.auto,
-                              auto_retain=self.auto_retain, auto_n=self.auto_n, tolerance=self.tolerance,
-                              alpha_max=self.alpha_max, precision=self.precision, auto_max_evals=self.auto_max_evals,
-                              checkpoints=tuple(self.checkpoint.split(",")))
-
-
 def run_extrapolate(cfg: ExtrapolateConfig, echo=print) -> dict:
     if not cfg.run:
         raise ValueError("run=<unlearning run directory> is required")
-    settings = cfg.settings()
-    names = resolve_checkpoints(cfg.run, settings.checkpoints)
+    names = resolve_checkpoints(cfg.run, cfg.checkpoint_names)
     if cfg.save != "none" and len(names) > 1:
         raise ValueError(f"save={cfg.save}: checkpoint={cfg.checkpoint!r} names {len(names)} checkpoints; search "
                          f"them without save, then rerun with checkpoint=<the chosen step-N> save=...")
-    result = alpha_search(cfg.run, settings, echo=echo)
+    result = alpha_search(cfg.run, cfg, echo=echo)
     if cfg.save != "none":
         alpha = result.get("auto", {}).get("alpha") if cfg.save == "auto" else float(cfg.save)
         if alpha is None:

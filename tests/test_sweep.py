@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from unlearnkit.cli import app
 from unlearnkit.config import ConfigError, load_config, to_dict
-from unlearnkit.experiments import sweep as sw
-from unlearnkit.experiments.sweep import (COMMANDS, SweepCommand, SweepConfig, config_hash, emit_commands, plan,
+from unlearnkit import sweep as sw
+from unlearnkit.sweep import (COMMANDS, SweepCommand, SweepConfig, config_hash, emit_commands, plan,
                                           register_command, run_sweep)
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 # -- a fake command: sweeps without models -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sweeps: one YAML → many runs of one command (a grid or a list), each optionally evaluated, then a report.
+"""Sweeps (the infrastructure behind `unlearnkit sweep`): one YAML → many runs of one command (a grid or a list), each optionally evaluated, then a report.
 
     command: unlearn                  # a name in COMMANDS (unlearn, finetune; later extrapolate, reveal, ...)
     out: runs/sweep-npo               # parent folder of the run directories (default: runs/<yaml stem>)
@@ -15,9 +15,9 @@
     # runs: [{name: req1, forget: ...}, {name: req2, forget: ..., model: "{run:0}/model"}]  # a chain (see below)
     seeds: [0, 1]                     # each run once per seed (sets the config's `seed`); default: base's seed
     evaluate:                         # optional: `unlearnkit evaluate` settings (eval.command.EvaluateConfig)
-      suite: tofu                     #   for each run after it finishes; run= and model= are filled in
-      forget: forget01
-      oracle: runs/oracle             #   (oracle_stats: is accepted as an alias)
+      suite: tofu                     #   for each run after it finishes; run= and model= are filled in, the
+      oracle: runs/oracle             #   forget split and prompt format come from each run's record
+                                      #   (oracle_stats: is accepted as an alias)
       limit: 40
     report: true                      # build <out>/report/ at the end
 
@@ -53,15 +53,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..config import ConfigError, load_config, to_dict
-from ..objectives.registry import Registry
-from ..runs import write_json
+from .config import ConfigError, load_config, to_dict
+from .objectives.registry import Registry
+from .runs import SWEEP_DONE, SWEEP_ERROR, SWEEP_RECORD, write_json
 
 log = logging.getLogger(__name__)
 
-DONE = "sweep_done.json"
-ERROR = "sweep_error.json"
-SWEEP_RECORD = "sweep.json"
+DONE, ERROR = SWEEP_DONE, SWEEP_ERROR   # the per-run marker (written last) and the failure record (runs.layout)
 
 
 # -- the sweep file ------------------------------------------------------------------------------------------
@@ -113,7 +111,7 @@ class SweepCommand:
     def build(self, settings: dict) -> Any:
         """The config dataclass for one run's settings, exactly as the command line builds it."""
         if self.presets:
-            from ..presets import load_with_preset
+            from .presets import load_with_preset
 
             return load_with_preset(self.config_class(), base=settings)
         return load_config(self.config_class(), base=settings)
@@ -134,17 +132,17 @@ def register_command(cmd: SweepCommand) -> SweepCommand:
 
 
 def _load_unlearn():
-    from ..train.unlearn import UnlearnConfig, unlearn
+    from .train.unlearn import UnlearnConfig, unlearn
     return UnlearnConfig, unlearn
 
 
 def _load_finetune():
-    from ..train.finetune import FinetuneConfig, finetune
+    from .train.finetune import FinetuneConfig, finetune
     return FinetuneConfig, finetune
 
 
 def _check_method(settings: dict) -> None:
-    from ..objectives import OBJECTIVES
+    from .objectives import OBJECTIVES
 
     if "method" in settings:
         try:
@@ -272,7 +270,7 @@ def check_evaluate(evaluate: dict) -> None:
     and wrong types are errors naming the key."""
     if not evaluate:
         return
-    from ..eval.command import EvaluateConfig
+    from .eval.command import EvaluateConfig
 
     if "run" in evaluate:
         raise ConfigError("evaluate.run: set by the sweep (each run's own directory); remove it")
@@ -397,7 +395,7 @@ def execute_run(command: str, settings: dict, evaluate: dict, meta: dict) -> dic
         summary = fn(cmd.build(settings))
         metrics = None
         if evaluate:
-            from ..eval.command import EvaluateConfig, run_evaluate
+            from .eval.command import EvaluateConfig, run_evaluate
 
             ecfg = load_config(EvaluateConfig, base=_eval_settings(cmd, run_dir, evaluate))
             metrics = {k: v.get("value") for k, v in run_evaluate(ecfg).items()}
@@ -484,7 +482,7 @@ def run_sweep(spec: SweepConfig, *, workers: int | None = None, dry_run: bool = 
     write_json(out / SWEEP_RECORD, record)
     echo(f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed → {out / SWEEP_RECORD}")
     if spec.report if report is None else report:
-        from ..report import build_report
+        from .report import build_report
 
         paths = build_report([out], out / "report")
         record["report"] = str(paths.get("html"))
