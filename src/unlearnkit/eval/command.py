@@ -12,7 +12,7 @@ class EvaluateConfig:
     """Evaluate a run directory's model and write `<run>/eval/<suite>.json`."""
 
     run: str = field(default="", metadata={"help": "run directory (results go to its eval/)"})
-    suite: str = field(default="tofu", metadata={"help": "tofu | related | muse"})
+    suite: str = field(default="tofu", metadata={"help": "tofu | related | muse | lm_eval"})
     corpus: str = field(default="news", metadata={"help": "suite=muse: news | books (muse-bench/MUSE-<Corpus>, or $UNLEARNKIT_MUSE_DIR)"})
     forget: str = field(default="forget01", metadata={"help": "TOFU forget split (forget01/05/10); names the holdout split for MIA"})
     model: Optional[str] = field(default=None, metadata={"help": "model spec to evaluate (default: the run's model/ or newest checkpoint)"})
@@ -30,11 +30,16 @@ class EvaluateConfig:
     template: str = field(default="auto", metadata={"help": "prompt template: auto | chat | plain"})
     masking: str = field(default="exact", metadata={"help": "exact | open-unlearning"})
     max_length: int = field(default=512, metadata={"help": "truncate scored sequences beyond this"})
+    tasks: str = field(default="", metadata={"help": "suite=lm_eval: harness task names, comma-separated (wmdp_bio,wmdp_cyber,mmlu)"})
+    num_fewshot: Optional[int] = field(default=None, metadata={"help": "suite=lm_eval: few-shot examples (unset: each task's default)"})
+    lm_eval_include: Optional[str] = field(default=None, metadata={"help": "suite=lm_eval: a directory of local task YAMLs (offline tasks)"})
     precision: str = field(default="fp32", metadata={"help": "fp32 (exact) | bf16 | auto (bf16 autocast where fast: ~2x, third-decimal differences)"})
 
     def __post_init__(self):
-        if self.suite not in ("tofu", "related", "muse"):
-            raise ValueError(f"suite={self.suite!r}: expected 'tofu', 'related' or 'muse'")
+        if self.suite not in ("tofu", "related", "muse", "lm_eval"):
+            raise ValueError(f"suite={self.suite!r}: expected 'tofu', 'related', 'muse' or 'lm_eval'")
+        if self.suite == "lm_eval" and not self.tasks.strip():
+            raise ValueError("suite=lm_eval needs tasks=<harness task names>, e.g. tasks=wmdp_bio,wmdp_cyber,mmlu")
         PromptFormat(template=self.template, masking=self.masking)
         from ..precision import resolve_precision
 
@@ -56,6 +61,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.suite == "muse":
         return evaluate_run(cfg.run, "muse", model=cfg.model, oracle_stats=cfg.oracle, fmt=fmt, corpus=cfg.corpus,
                             save_oracle_stats=cfg.save_oracle_stats, limit=cfg.limit, batch_size=cfg.batch_size,
+                            precision=cfg.precision)
+    if cfg.suite == "lm_eval":
+        return evaluate_run(cfg.run, "lm_eval", model=cfg.model, tasks=cfg.tasks, num_fewshot=cfg.num_fewshot,
+                            limit=cfg.limit, batch_size=cfg.batch_size, lm_eval_include=cfg.lm_eval_include,
                             precision=cfg.precision)
     return evaluate_run(cfg.run, "related", model=cfg.model, fmt=fmt, related_people=cfg.related_people,
                         related_seed=cfg.related_seed, forget_fraction=cfg.forget_fraction,

@@ -13,7 +13,7 @@ from ..data.collate import PromptFormat
 from ..runs import last_checkpoint, open_run, write_json
 from .tofu import ORACLE_STATS_FILE, OracleStats, run_tofu
 
-SUITES = ("tofu", "related", "muse")
+SUITES = ("tofu", "related", "muse", "lm_eval")
 
 
 def resolve_model_dir(run_dir: str | Path) -> Path:
@@ -92,6 +92,10 @@ def evaluate_run(run_dir: str | Path, suite: str = "tofu", forget: str = "forget
 
 def _run_suite(run, suite, model, tokenizer, model_name, forget, oracle_stats, save_oracle_stats, fmt,
                related_people, related_seed, forget_fraction, related_who, suite_kwargs) -> tuple[dict, dict]:
+    if suite == "lm_eval":  # harness tasks (WMDP, MMLU, local YAMLs): eval/lm_eval.py
+        from .lm_eval import run_lm_eval_suite
+
+        return run_lm_eval_suite(run, model, tokenizer, suite_kwargs)
     if suite == "muse":
         from .muse import run_muse_suite
 
