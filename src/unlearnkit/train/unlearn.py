@@ -45,6 +45,7 @@ from ..data.specs import load_records
 from ..logprobs import model_forward, sequence_logprobs
 from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
+from ..models.trainable import check_patterns, freeze_except
 from ..objectives import (RETAIN_TERMS, CachedReference, DisabledAdapterReference, FrozenModelReference, Objective,
                           UnlearnBatch, build_objective)
 from ..objectives.reduce import global_batch
@@ -106,6 +107,9 @@ class UnlearnConfig:
     lora_r: int = _h(8, "LoRA rank")
     lora_alpha: int = _h(16, "LoRA alpha")
     lora_targets: list[str] = _h(["q_proj", "v_proj"], "LoRA target modules")
+    trainable: list[str] = _h([], "train only the parameters matching these globs (or 're:' regexes) over parameter "
+                                  "names, e.g. WMDP's model.layers.[567].mlp.down_proj.weight; empty: all "
+                                  "(models/trainable.py)")
     save_steps: int = _h(0, "checkpoint every N optimizer steps (0: every epoch)")
     keep_checkpoints: Optional[int] = _h(None, "keep only the newest N checkpoints (null: all, for G-effect/UIPE)")
     keep_optimizer: str = _h("last", "optimizer state in checkpoints: 'last' (only the newest, enough to resume) or 'all'")
@@ -135,6 +139,9 @@ class UnlearnConfig:
         check_recorded(self.preset)
         check_rerun_options(self.overwrite, self.resume)
         PromptFormat(template=self.template, masking=self.masking)
+        if self.trainable and self.lora:
+            raise ValueError("trainable= and lora=true both choose what trains: use one (LoRA trains its adapter)")
+        check_patterns(self.trainable)
         self.objective()  # unknown method / hyper-parameter → error now, naming the known ones
 
     def objective(self) -> Objective:
@@ -419,6 +426,7 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
         model = apply_lora(model, LoraSettings(cfg.lora_r, cfg.lora_alpha, 0.0, list(cfg.lora_targets)))
         if reference is not None and summary["reference"]["model"] == "disabled adapters":
             reference.fallback = DisabledAdapterReference(model)
+    summary["trainable"] = len(freeze_except(model, cfg.trainable)) if cfg.trainable else "all"
     model.train()
     retain = None
     if "retain" in datasets:
