@@ -26,3 +26,14 @@ def test_preset_data_offline_says_gated_and_how_to_go_local(monkeypatch):
     monkeypatch.delenv(wmdp.ENV_VAR, raising=False)
     with pytest.raises(DataError, match=r"wmdp:bio-forget.*gated.*source=<folder>"):
         load_records(load_sweep(PRESET).base["forget"])
+
+
+def test_sweeps_evaluate_with_the_harness_suite(tmp_path):
+    from unlearnkit.config import ConfigError
+    from unlearnkit.experiments.sweep import check_evaluate, emit_commands
+
+    lines = emit_commands(load_sweep(PRESET, [f"out={tmp_path}"]))
+    assert len(lines) == 2 and all("evaluate" in l and "suite=lm_eval" in l and "tasks=wmdp_bio,wmdp_cyber,mmlu" in l
+                                   for l in lines)
+    with pytest.raises(ConfigError, match="needs tasks="):
+        check_evaluate({"suite": "lm_eval"})

@@ -170,11 +170,28 @@ def runs_table(records: list[RunRecord]) -> Table:
 
 
 def all_tables(records: list[RunRecord]) -> list[Table]:
-    """The TOFU / MUSE leaderboards (when any run has that suite's metrics), one table per suite, and the runs."""
-    board = [leaderboard(records)] if any("tofu" in r.metrics for r in records) else []
+    """The TOFU / MUSE leaderboards (when any run has that suite's metrics; lm-eval task accuracies appended),
+    one table per suite, and the runs."""
+    harness = lm_eval_columns(records)
+    board = [leaderboard(records, LEADERBOARD_COLUMNS + harness)] if any("tofu" in r.metrics for r in records) else []
     if any("muse" in r.metrics for r in records):
-        board.append(leaderboard([r for r in records if "muse" in r.metrics], MUSE_COLUMNS, "Leaderboard (MUSE metrics)"))
+        board.append(leaderboard([r for r in records if "muse" in r.metrics], MUSE_COLUMNS + harness,
+                                 "Leaderboard (MUSE metrics)"))
+    if harness and not board:
+        board.append(leaderboard([r for r in records if "lm_eval" in r.metrics], harness,
+                                 "Leaderboard (lm-eval harness tasks)"))
     return [*board, *suite_tables(records), runs_table(records)]
+
+
+# --- lm-eval harness columns (issue 19): to be folded into the metric registry (name → direction, display name,
+# suite) at merge. Direction depends on the task's role (WMDP: forget topic, lower is better, chance 0.25;
+# MMLU: utility, higher is better), so the header names the task and the leaderboard note says which is which.
+def lm_eval_columns(records: list[RunRecord]) -> tuple[tuple[str, str, str], ...]:
+    """One `<task> acc` column per task a run asked the harness for (its `eval/lm_eval.json` settings' `tasks`,
+    first-seen order) and that some run reports `acc` for."""
+    tasks = dict.fromkeys(t for r in records for t in r.eval_settings.get("lm_eval", {}).get("tasks", []))
+    return tuple((f"{t} acc", "lm_eval", f"{t}/acc") for t in tasks
+                 if any(r.metric("lm_eval", f"{t}/acc") is not None for r in records))
 
 
 def markdown(records: list[RunRecord], title: str = "unlearnkit report") -> str:
