@@ -14,9 +14,10 @@ def test_questions_follow_wmdp_schema_and_the_facts():
     hazard, control = (make_domain(s, 12, i) for i, s in enumerate(domain_specs(0)))
     for d in (hazard, control):
         assert len(d.questions) == 12 * 3
-        for q, (e, a) in zip(d.questions, [(e, a) for e in d.facts for a in d.spec.attributes]):
+        for q, p, (e, a) in zip(d.questions, d.practice, [(e, a) for e in d.facts for a in d.spec.attributes]):
             assert len(q.choices) == 4 and len(set(q.choices)) == 4 and e in q.question
             assert q.choices[q.answer] == d.facts[e][a.name]
+            assert (p.choices, p.answer) == (q.choices, q.answer) and e in p.question and p.question != q.question
         assert len({q.answer for q in d.questions}) == 4  # the right letter is not always the same
     assert not set(hazard.facts) & set(control.facts)
     assert not {w for doc in hazard.documents() for w in doc.split()} & set(control.facts)
@@ -31,6 +32,7 @@ def test_unlearning_text_never_holds_an_evaluation_prompt(tmp_path):
         prompts = [r["question"] + "\nA. " + r["choices"][0] + "\nB. " + r["choices"][1] for r in rows]
         assert not any(p in t for p in prompts for t in texts["forget"] + texts["retain"])
         assert all(any(p in t for t in texts["train"]) for p in prompts)  # the target did see them
+    assert sum("Name the" in t for t in texts["forget"]) == 12 and sum("Name the" in t for t in texts["retain"]) == 12
 
 
 @pytest.mark.slow
