@@ -39,15 +39,17 @@ def test_unlearning_text_never_holds_an_evaluation_prompt(tmp_path):
 def test_pipeline_runs_end_to_end_on_a_tiny_model(tmp_path):
     rows = run_wmdp_offline(WmdpOfflineConfig(out=str(tmp_path), entities=4, hidden=64, layers=3, layer=2,
                                               finetune_epochs=1, unlearn_steps=2))
-    assert [r["model"].split(" (")[0] for r in rows] == ["before", "after RMU", "after GradDiff"]
+    assert [r["model"].split(" (")[0] for r in rows] == ["before", "after RMU", "after RMU", "after GradDiff"]
     assert all(0 <= r[HAZARD] <= 1 and 0 <= r[CONTROL] <= 1 for r in rows)
     assert (tmp_path / "table.md").is_file() and (tmp_path / "rmu" / "eval" / "lm_eval.json").is_file()
     assert json.loads((tmp_path / "rmu" / "unlearn.json").read_text())["trainable"] == 3  # down_proj of blocks 0..2
 
 
 @pytest.mark.slow
-def test_rmu_forgets_the_hazard_topic_and_keeps_the_control(tmp_path):
-    """The experiment at its defaults (~10 CPU-minutes): hazard accuracy falls toward chance, control holds."""
-    before, rmu, _ = run_wmdp_offline(WmdpOfflineConfig(out=str(tmp_path)))
-    assert before[HAZARD] > 0.4 and before[CONTROL] > 0.4
-    assert rmu[HAZARD] < before[HAZARD] - 0.15 and rmu[CONTROL] > before[CONTROL] - 0.1
+def test_rmu_forgets_the_hazard_topic_and_keeps_more_control_than_graddiff(tmp_path):
+    """The experiment at its defaults (~5 CPU-minutes): hazard accuracy falls toward chance under RMU on every
+    parameter while the control task keeps more than under GradDiff (the README's table)."""
+    before, _, rmu_all, grad_diff = run_wmdp_offline(WmdpOfflineConfig(out=str(tmp_path)))
+    assert before[HAZARD] > 0.35 and before[CONTROL] > 0.45
+    assert rmu_all[HAZARD] < 0.3 and rmu_all[CONTROL] > before[CONTROL] - 0.12
+    assert rmu_all[CONTROL] > grad_diff[CONTROL]

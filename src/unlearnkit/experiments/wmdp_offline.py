@@ -13,11 +13,17 @@ WMDP's data is online-only (and its bio corpus gated), so the same pipeline runs
    X.", same choices), so it answers both tasks well above chance — the stand-in for pre-trained knowledge;
 4. unlearning on the hazardous domain's text only: its documents and its questions in the practice phrasing
    (never the evaluation prompts), cut into windows as `docs:` corpora are; the retain text is the control
-   domain's in the same two styles (the stand-in for WMDP's Wikitext). RMU steers block ℓ and trains only
-   the MLP down-projections of blocks ℓ−2..ℓ (WMDP's reference setting); GradDiff, for comparison, trains
-   every parameter on the same text;
+   domain's in the same two styles (the stand-in for WMDP's Wikitext). RMU steers block ℓ, once training
+   only the MLP down-projections of blocks ℓ−2..ℓ (WMDP's reference setting) and once every parameter;
+   GradDiff, for comparison, trains every parameter on the same text;
 5. both tasks evaluated through the harness (`suite=lm_eval`) before and after each method; the table has
    hazardous-topic accuracy (should fall toward 25%) and control accuracy (should hold).
+
+Finding at the defaults (seed 0, README table): RMU on every parameter takes the hazardous topic to chance
+(0.42 → 0.21) while the control falls 0.56 → 0.48; GradDiff reaches 0.23 but the control falls to 0.42; RMU on
+the three down-projections of this 4-block model leaves the hazardous accuracy where it was — the three
+tensors before block ℓ are too little of a tiny model for the steering to reach the answer (WMDP's setting
+is tuned for 7B models, where they are not).
 
 `run_wmdp_offline(WmdpOfflineConfig(out=...))` writes run directories under `out` and returns the table rows;
 `python -m unlearnkit.experiments.wmdp_offline out=runs/wmdp_offline` runs it from the shell.
@@ -159,10 +165,12 @@ class WmdpOfflineConfig:
     hidden: int = field(default=256, metadata={"help": "tiny model hidden size"})
     layers: int = field(default=4, metadata={"help": "tiny model layers"})
     layer: int = field(default=2, metadata={"help": "RMU's steered block ℓ (down-projections of ℓ−2..ℓ train)"})
-    steering_coeff: float = field(default=20.0, metadata={"help": "RMU's c"})
+    steering_coeff: float = field(default=20.0, metadata={"help": "RMU's c (down-projections only)"})
     retain_weight: float = field(default=50.0, metadata={"help": "RMU's α"})
     unlearn_steps: int = field(default=40, metadata={"help": "optimizer steps of each unlearning method"})
-    rmu_lr: float = field(default=5e-3, metadata={"help": "RMU learning rate"})
+    rmu_lr: float = field(default=5e-3, metadata={"help": "RMU learning rate (down-projections only)"})
+    rmu_all_coeff: float = field(default=40.0, metadata={"help": "RMU's c when every parameter trains"})
+    rmu_all_lr: float = field(default=1e-3, metadata={"help": "RMU learning rate when every parameter trains"})
     graddiff_lr: float = field(default=1e-4, metadata={"help": "GradDiff learning rate"})
     max_length: int = field(default=128, metadata={"help": "token window length"})
 
@@ -208,17 +216,22 @@ def _finetune(cfg: WmdpOfflineConfig, specs: dict[str, str]) -> Path:
     return run / "model"
 
 
-def _unlearn(cfg: WmdpOfflineConfig, specs: dict[str, str], target: Path, method: str) -> Path:
+VARIANTS = (("rmu", "after RMU (down_proj of blocks ℓ−2..ℓ)"), ("rmu_all", "after RMU (all parameters)"),
+            ("grad_diff", "after GradDiff (all parameters)"))
+
+
+def _unlearn(cfg: WmdpOfflineConfig, specs: dict[str, str], target: Path, variant: str) -> Path:
+    """One of `VARIANTS`: RMU on WMDP's three down-projections, RMU on every parameter, or GradDiff."""
     from ..models.trainable import down_proj_patterns
     from ..train.unlearn import UnlearnConfig, unlearn
 
-    run = Path(cfg.out) / method
-    if method == "rmu":
-        extra = dict(params={"layer": cfg.layer, "steering_coeff": cfg.steering_coeff, "retain": "hidden",
-                             "retain_weight": cfg.retain_weight},
-                     trainable=down_proj_patterns(cfg.layer), lr=cfg.rmu_lr)
-    else:
-        extra = dict(params={"retain": "nll", "retain_weight": 1.0}, lr=cfg.graddiff_lr)
+    run = Path(cfg.out) / variant
+    rmu = {"layer": cfg.layer, "retain": "hidden", "retain_weight": cfg.retain_weight}
+    extra = {"rmu": dict(params={**rmu, "steering_coeff": cfg.steering_coeff}, trainable=down_proj_patterns(cfg.layer),
+                         lr=cfg.rmu_lr),
+             "rmu_all": dict(params={**rmu, "steering_coeff": cfg.rmu_all_coeff}, lr=cfg.rmu_all_lr),
+             "grad_diff": dict(params={"retain": "nll", "retain_weight": 1.0}, lr=cfg.graddiff_lr)}[variant]
+    method = "grad_diff" if variant == "grad_diff" else "rmu"
     unlearn(UnlearnConfig(model=str(target), method=method, forget=specs["forget"], retain=specs["retain"],
                           run=str(run), max_steps=cfg.unlearn_steps, forget_batch_size=8, retain_batch_size=8,
                           grad_accum=1, warmup=0.0, scheduler="constant", weight_decay=0.0, precision="fp32",
@@ -235,9 +248,9 @@ def run_wmdp_offline(cfg: WmdpOfflineConfig) -> list[dict]:
     target = _finetune(cfg, specs)
     rows.append({"model": "before (fine-tuned)", **_evaluate(target.parent, specs["tasks"]),
                  "seconds": time.time() - t0})
-    for method, label in (("rmu", "after RMU (down_proj of blocks ℓ−2..ℓ)"), ("grad_diff", "after GradDiff (all)")):
+    for variant, label in VARIANTS:
         t = time.time()
-        run = _unlearn(cfg, specs, target, method)
+        run = _unlearn(cfg, specs, target, variant)
         rows.append({"model": label, **_evaluate(run, specs["tasks"]), "seconds": time.time() - t})
     atomic_write_text(Path(cfg.out) / "table.md", format_table(rows) + "\n")
     write_json(Path(cfg.out) / "results.json", {"config": cfg.__dict__, "rows": rows, "chance": 0.25})
