@@ -134,3 +134,19 @@ def test_settings_refuse_bad_input(tmp_path):
     with pytest.raises(ValueError, match="needs tasks="):
         EvaluateConfig(run="r", suite="lm_eval")
     assert HarnessSettings("wmdp_bio, mmlu,wmdp_bio").tasks == ["wmdp_bio", "mmlu"]
+
+
+def test_unknown_task_names_the_closest_one(monkeypatch, mcq_task):
+    import lm_eval.tasks
+
+    from unlearnkit.eval.lm_eval import task_manager
+
+    class FakeManager:  # the harness's full index takes ~20 s to build; its names are all this check reads
+        def __init__(self, include_path=None, include_defaults=True):
+            self.all_tasks = ["glass_mcq"] + (["wmdp_bio", "wmdp_cyber", "mmlu"] if include_defaults else [])
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", FakeManager)
+    assert task_manager(HarnessSettings(["glass_mcq"], include=str(mcq_task))).all_tasks == ["glass_mcq"]  # local only
+    assert "mmlu" in task_manager(HarnessSettings(["glass_mcq", "mmlu"], include=str(mcq_task))).all_tasks
+    with pytest.raises(ValueError, match=r"unknown lm-eval task 'wmdp_bi'.*did you mean 'wmdp_bio'.*lm_eval_include"):
+        task_manager(HarnessSettings(["wmdp_bi"], include=str(mcq_task)))
