@@ -6,6 +6,7 @@
     muse:news/raw/forget[,limit=N]         a MUSE split (`load_muse`): text configs are documents;
                                            `+` joins splits: muse:news/raw/forget+raw/retain1
     docs:path/to/corpus.jsonl[,limit=N]    documents: `{"text"}` JSON lines, or any other file as one text
+    wmdp:cyber-forget[,limit=N]            WMDP's corpora as documents (hub or a local copy; `data.wmdp`)
 
 Documents are trained on as `max_length`-token windows of the EOS-joined corpus (see `documents`).
 
@@ -84,6 +85,10 @@ def load_records(spec: str) -> list[QARecord]:
         if who not in ("all", "forget", "retain"):
             raise DataError(f"who={who!r}: expected all, forget or retain")
         return ds.records(kinds=kinds, people=people)
+    if spec.startswith("wmdp:"):
+        from .wmdp import wmdp_from_spec
+
+        return wmdp_from_spec(*parse_options(spec[len("wmdp:"):]))
     if spec.startswith(("muse:", "docs:")):
         kind, _, rest = spec.partition(":")
         where, opts = parse_options(rest)

@@ -26,7 +26,7 @@ class EvaluateConfig:
     """Evaluate a run directory's model and write `<run>/eval/<suite>.json`."""
 
     run: str = field(default="", metadata={"help": "run directory (results go to its eval/)"})
-    suite: str = field(default="tofu", metadata={"help": "tofu | related | muse"})
+    suite: str = field(default="tofu", metadata={"help": "tofu | related | muse | lm_eval"})
     corpus: str = field(default="news", metadata={"help": "suite=muse: news | books (muse-bench/MUSE-<Corpus>, or $UNLEARNKIT_MUSE_DIR)"})
     forget: Optional[str] = field(default=None, metadata={"help": "TOFU forget split (forget01/05/10; names the holdout split for MIA); default: the run's (forget=tofu:<split>), else forget01"})
     model: Optional[str] = field(default=None, metadata={"help": "model spec to evaluate (default: the run's model/ or newest checkpoint)"})
@@ -44,11 +44,16 @@ class EvaluateConfig:
     template: Optional[str] = field(default=None, metadata={"help": "prompt template: auto | chat | plain; default: the run's, else auto"})
     masking: Optional[str] = field(default=None, metadata={"help": "exact | open-unlearning; default: the run's, else exact"})
     max_length: int = field(default=512, metadata={"help": "truncate scored sequences beyond this"})
+    tasks: str = field(default="", metadata={"help": "suite=lm_eval: harness task names, comma-separated (wmdp_bio,wmdp_cyber,mmlu)"})
+    num_fewshot: Optional[int] = field(default=None, metadata={"help": "suite=lm_eval: few-shot examples (unset: each task's default)"})
+    lm_eval_include: Optional[str] = field(default=None, metadata={"help": "suite=lm_eval: a directory of local task YAMLs (offline tasks)"})
     precision: str = field(default="fp32", metadata={"help": "fp32 (exact) | bf16 | auto (bf16 autocast where fast: ~2x, third-decimal differences)"})
 
     def __post_init__(self):
-        if self.suite not in ("tofu", "related", "muse"):
-            raise ValueError(f"suite={self.suite!r}: expected 'tofu', 'related' or 'muse'")
+        if self.suite not in ("tofu", "related", "muse", "lm_eval"):
+            raise ValueError(f"suite={self.suite!r}: expected 'tofu', 'related', 'muse' or 'lm_eval'")
+        if self.suite == "lm_eval" and not self.tasks.strip():
+            raise ValueError("suite=lm_eval needs tasks=<harness task names>, e.g. tasks=wmdp_bio,wmdp_cyber,mmlu")
         PromptFormat(template=self.template or FALLBACKS["template"], masking=self.masking or FALLBACKS["masking"])
         from ..precision import resolve_precision
 
@@ -78,6 +83,7 @@ def resolve_from_run(cfg: EvaluateConfig) -> EvaluateConfig:
 
 # the settings each suite takes besides the request's own (forget, oracle, format, precision, related people)
 SUITE_OPTIONS = {"tofu": ("limit", "retain_limit", "batch_size", "max_new_tokens", "truth_ratio_mean"),
+                 "lm_eval": ("tasks", "num_fewshot", "limit", "batch_size", "lm_eval_include"),
                  "muse": ("corpus", "limit", "batch_size"),
                  "related": ("batch_size", "max_new_tokens", "truth_ratio_mean")}
 

@@ -14,7 +14,7 @@ from ..data.collate import PromptFormat
 from ..runs import last_checkpoint, open_run, write_json
 from .tofu import ORACLE_STATS_FILE, OracleStats, run_tofu
 
-SUITES = ("tofu", "related", "muse")
+SUITES = ("tofu", "related", "muse", "lm_eval")
 
 
 def resolve_model_dir(run_dir: str | Path) -> Path:
@@ -133,6 +133,10 @@ def evaluate_request(run_dir: str | Path, request: SuiteRequest, model: Any = No
 
 def _run_suite(run, req: SuiteRequest, model, tokenizer, model_name) -> tuple[dict, dict]:
     options = dict(req.options)
+    if req.suite == "lm_eval":  # harness tasks (WMDP, MMLU, local YAMLs): eval/lm_eval.py
+        from .lm_eval import run_lm_eval_suite
+
+        return run_lm_eval_suite(run, model, tokenizer, options)
     if req.suite == "muse":
         from .muse import run_muse_suite
 

@@ -161,14 +161,30 @@ def runs_table(records: list[RunRecord]) -> Table:
 
 def all_tables(records: list[RunRecord]) -> list[Table]:
     """A leaderboard per registered suite that any run has metrics of (TOFU, MUSE, ...: `eval.metric_registry`),
-    one table per suite, and the runs."""
+    one table per suite, each with the lm-eval task accuracies the runs asked for appended (or their own
+    leaderboard when no run has a registered suite), and the runs."""
+    harness = lm_eval_columns(records)
     board = []
     for suite in leaderboard_suites():
         runs = [r for r in records if suite in r.metrics]
         if runs:
-            board.append(leaderboard(records if suite == "tofu" else runs, registry_columns(suite),
+            board.append(leaderboard(records if suite == "tofu" else runs, registry_columns(suite) + harness,
                                      f"Leaderboard ({suite_title(suite)} metrics)"))
+    if harness and not board:
+        board.append(leaderboard([r for r in records if "lm_eval" in r.metrics], harness,
+                                 "Leaderboard (lm-eval harness tasks)"))
     return [*board, *suite_tables(records), runs_table(records)]
+
+
+# --- lm-eval harness columns (issue 19): to be folded into the metric registry (name → direction, display name,
+# suite) at merge. Direction depends on the task's role (WMDP: forget topic, lower is better, chance 0.25;
+# MMLU: utility, higher is better), so the header names the task and the leaderboard note says which is which.
+def lm_eval_columns(records: list[RunRecord]) -> tuple[tuple[str, str, str], ...]:
+    """One `<task> acc` column per task a run asked the harness for (its `eval/lm_eval.json` settings' `tasks`,
+    first-seen order) and that some run reports `acc` for."""
+    tasks = dict.fromkeys(t for r in records for t in r.eval_settings.get("lm_eval", {}).get("tasks", []))
+    return tuple((f"{t} acc", "lm_eval", f"{t}/acc") for t in tasks
+                 if any(r.metric("lm_eval", f"{t}/acc") is not None for r in records))
 
 
 def markdown(records: list[RunRecord], title: str = "unlearnkit report") -> str:

@@ -44,6 +44,7 @@ from ..data.specs import load_records
 from ..models.loading import load_model, load_tokenizer, resolve_model_path
 from ..models.lora import LoraSettings, apply_lora
 from ..objectives import RETAIN_TERMS, FrozenModelReference, Objective, UnlearnBatch, build_objective
+from ..models.trainable import check_patterns, freeze_except
 from ..objectives.reduce import global_batch
 from ..objectives.reference import build_reference, cached_splits
 from ..precision import resolve_precision
@@ -94,6 +95,9 @@ class UnlearnConfig(TrainingSettings):
     lora_r: int = setting(8, "LoRA rank")
     lora_alpha: int = setting(16, "LoRA alpha")
     lora_targets: list[str] = setting(["q_proj", "v_proj"], "LoRA target modules")
+    trainable: list[str] = setting([], "train only the parameters matching these globs (or 're:' regexes) over "
+                                       "parameter names, e.g. WMDP's model.layers.[567].mlp.down_proj.weight; empty: "
+                                       "all (models/trainable.py)")
     keep_checkpoints: Optional[int] = setting(None, "keep only the newest N checkpoints (null: all, for G-effect/UIPE)")
     keep_optimizer: str = setting("last", "optimizer state in checkpoints: 'last' (only the newest, enough to resume) or 'all'")
     loss_bound: Optional[float] = setting(None, "divergence guard: stop when |loss| exceeds this (NaN/inf always stop)")
@@ -121,6 +125,9 @@ class UnlearnConfig(TrainingSettings):
         check_recorded(self.preset)
         check_rerun_options(self.overwrite, self.resume)
         PromptFormat(template=self.template, masking=self.masking)
+        if self.trainable and self.lora:
+            raise ValueError("trainable= and lora=true both choose what trains: use one (LoRA trains its adapter)")
+        check_patterns(self.trainable)
         self.objective()  # unknown method / hyper-parameter → error now, naming the known ones
 
     def objective(self) -> Objective:
@@ -367,6 +374,7 @@ def _unlearn(cfg: UnlearnConfig, run: RunDir) -> dict:
     reference = build_reference(objective, model, frozen=ref_model, tables=tables, copy_trained=not cfg.lora)
     if reference.provider is not None:
         summary["reference"] = reference.record()
+    summary["trainable"] = len(freeze_except(model, cfg.trainable)) if cfg.trainable else "all"
     model.train()
     retain = None
     if "retain" in datasets:
