@@ -8,7 +8,7 @@ import pytest
 from unlearnkit.data import wmdp
 from unlearnkit.data.records import DataError
 from unlearnkit.data.specs import load_records
-from unlearnkit.experiments.sweep import load_sweep, plan
+from unlearnkit.sweep import load_sweep, plan
 
 PRESET = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "wmdp_rmu.yaml"
 
@@ -30,7 +30,7 @@ def test_preset_data_offline_says_gated_and_how_to_go_local(monkeypatch):
 
 def test_sweeps_evaluate_with_the_harness_suite(tmp_path):
     from unlearnkit.config import ConfigError
-    from unlearnkit.experiments.sweep import check_evaluate, emit_commands
+    from unlearnkit.sweep import check_evaluate, emit_commands
 
     lines = emit_commands(load_sweep(PRESET, [f"out={tmp_path}"]))
     assert len(lines) == 2 and all("evaluate" in l and "suite=lm_eval" in l and "tasks=wmdp_bio,wmdp_cyber,mmlu" in l

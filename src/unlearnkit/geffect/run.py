@@ -316,10 +316,15 @@ def _run_inputs(cfg: GEffectConfig, run: RunDir) -> dict[str, Any]:
     rec = read_run_record(run.path, missing_ok=True)
     if rec.kind not in (None, "unlearn"):
         log.warning("%s: config.yaml has kind=%r, not 'unlearn'", run.path, rec.kind)
-    params = dict(rec.params) if cfg.params is None else dict(cfg.params)
     # θ_ini: the trainer's resolved path first (config.model may be relative to another cwd)
-    return {"method": cfg.method or rec.method, "params": params, "model": cfg.model or rec.theta_ini,
-            "forget": cfg.forget or rec.forget, "retain": cfg.retain or rec.retain, "format": rec.prompt_format(),
+    spec = {"method": cfg.method or rec.method, "model": cfg.model or rec.theta_ini,
+            "forget": cfg.forget or rec.forget, "retain": cfg.retain or rec.retain}
+    missing = [name for name, value in spec.items() if not value]
+    if missing:
+        raise GEffectError(f"{run.path}: no {missing[0]!r} in config.yaml's `config` and none passed; pass "
+                           f"{missing[0]}=... explicitly")
+    params = dict(rec.params) if cfg.params is None else dict(cfg.params)
+    return {**spec, "params": params, "format": rec.prompt_format(),
             "idk_answer": rec.config.get("idk_answer", IDK_ANSWER)}
 
 
