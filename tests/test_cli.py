@@ -197,6 +197,21 @@ def test_settings_help_flattens_nested_dataclasses_and_shows_defaults():
     assert lines == ['name = ""  a name', "params.beta = 0.1  inverse temperature"]
 
 
+def test_settings_help_lists_a_commands_own_settings_before_its_base_class():
+    from unlearnkit.cli import settings_help
+
+    @dataclasses.dataclass
+    class Base:
+        lr: float = dataclasses.field(default=1e-5, metadata={"help": "learning rate"})
+
+    @dataclasses.dataclass
+    class Command(Base):
+        model: str = dataclasses.field(default="default", metadata={"help": "the model"})
+
+    names = [line.split()[0] for line in settings_help(Command)]
+    assert names == ["model", "lr"]
+
+
 @pytest.mark.parametrize("args, named", [
     (["info", "data=synthetic:forget,people=20", "oops"], "oops"),
     (["geffect-compare", "runs=a,b", "stray"], "stray"),

@@ -99,10 +99,12 @@ def _show_default(f) -> str:
 
 def settings_help(cls: type, prefix: str = "") -> list[str]:
     """One line per setting of config dataclass `cls`: `name = default  help`, from the fields' `help`
-    metadata; a nested dataclass field is flattened into `outer.inner` lines (the key=value spelling)."""
+    metadata; a nested dataclass field is flattened into `outer.inner` lines (the key=value spelling). The
+    command's own settings come first (model, data, method), then those it shares through a base class."""
     hints = typing.get_type_hints(cls)
+    own = list(cls.__dict__.get("__annotations__", {}))   # in the command's own order, overrides included
     lines: list[str] = []
-    for f in fields(cls):
+    for f in sorted(fields(cls), key=lambda f: own.index(f.name) if f.name in own else len(own)):
         kind = hints.get(f.name)
         if isinstance(kind, type) and is_dataclass(kind):
             lines += settings_help(kind, prefix=f"{prefix}{f.name}.")
