@@ -17,6 +17,8 @@ def test_preset_plans_reference_and_all_parameter_runs(tmp_path):
     spec = load_sweep(PRESET)
     runs = plan(spec, tmp_path)
     assert [r.settings["trainable"] for r in runs] == [["model.layers.[567].mlp.down_proj.weight"], []]
+    assert [r.name for r in runs] == ["rmu-down-proj", "rmu-all-params"]
+    assert [r.dir.name for r in runs] == [f"{r.name}-{r.hash}" for r in runs]
     assert all(r.settings["method"] == "rmu" and r.settings["params"]["layer"] == 7 for r in runs)
     assert spec.evaluate["suite"] == "lm_eval" and spec.evaluate["tasks"] == "wmdp_bio,wmdp_cyber,mmlu"
 

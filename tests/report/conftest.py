@@ -71,6 +71,7 @@ def run_tree(tmp_path_factory) -> Path:
     t = _write_run(root / "target", "finetune", {"model": "tiny", "data": "synthetic:train,people=8", "lr": 1e-3,
                                                  "run": str(root / "target")})
     _eval(t, "related", {"target/probability": 0.9, "target/rouge_l_recall": 0.75}, {"people": 8})
+    (t / "finetune.json").write_text("{}")   # its summary: a finished fine-tune
     f = _write_run(root / "failed-dddd0004", "unlearn", {"method": "rmu", "forget": "tofu:forget05", "lr": 1e-5,
                                                           "run": str(root / "failed-dddd0004")})
     (f / "sweep_error.json").write_text(json.dumps({"error": "RuntimeError: boom", "traceback": "..."}))
@@ -81,6 +82,7 @@ def run_tree(tmp_path_factory) -> Path:
         (rv / "rounds" / f"round-{k}").mkdir(parents=True)
         (rv / "rounds" / f"round-{k}" / "round.json").write_text(json.dumps(
             {"round": k, "mean_score": score, "n_forget": n, "trained": trained}))
+    (rv / "reveal.json").write_text("{}")    # the loop's summary: it finished
     # things that are not runs: a checkpoint with a config.yaml inside a run, a stray folder
     (root / "ga-lr1e-05-aaaa0001" / "checkpoints" / "step-2").mkdir(parents=True)
     (root / "ga-lr1e-05-aaaa0001" / "checkpoints" / "step-2" / "config.yaml").write_text("kind: nope\n")

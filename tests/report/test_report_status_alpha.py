@@ -82,6 +82,23 @@ def test_runs_table_status_from_what_the_run_folders_record(tree, tmp_path):
     assert "unknown" not in out["html"].read_text()
 
 
+def test_leaderboard_flags_every_run_that_did_not_finish(tree, tmp_path):
+    """A run that failed, diverged, was interrupted or is still running has TOFU numbers (an evaluation of its last
+    model) that are not a finished run's: its Method cell says so; a finished run's does not."""
+    from unlearnkit.report.tables import LEADERBOARD_COLUMNS, leaderboard
+
+    _, suite, metric = LEADERBOARD_COLUMNS[0]
+    for name in ("unlearn-ga", "killed", "nan", "crashed", "live"):   # eval/<suite>.json as evaluate writes it
+        write_json(tree / name / "eval" / f"{suite}.json",
+                   {"suite": suite, "model": str(tree / name), "settings": {"forget": "forget01"},
+                    "metrics": {metric: {"value": 0.5, "definition": "fixture", "n": 40}}})
+    with locked_run(tree / "live"):
+        board = leaderboard([r for r in collect_runs([tree]) if suite in r.metrics])
+    method = {row[2]: row[0] for row in board.rows}
+    assert method == {"unlearn-ga": "ga", "killed": "npo (interrupted)", "nan": "ga (diverged)",
+                      "crashed": "ga (failed)", "live": "npo (running)"}
+
+
 def test_alpha_plot_has_every_alpha_evaluated_per_method(tree, tmp_path):
     records = {r.method: r for r in collect_runs([tree]) if r.alpha_search}
     assert set(records) == {"ga", "npo"}

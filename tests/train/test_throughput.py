@@ -77,3 +77,29 @@ def test_peak_is_measured_once_at_the_runs_dtype():
     assert matmul_peak_flops(torch.float32, n=128, budget_s=0.01) == peak      # cached in-process
     assert throughput_callback("bf16").dtype == torch.bfloat16
     assert throughput_callback("fp32").dtype == torch.float32
+
+
+def test_rmu_counts_the_blocks_its_forwards_run(tiny_tokenizer):
+    """RMU's forwards stop after block ℓ: blocks 0..ℓ are counted (the trained forget and retain forwards with
+    their backward, the frozen reference's retain forward without), never the later blocks or the LM head."""
+    from unlearnkit.objectives import FrozenModelReference, UnlearnBatch, build_objective
+
+    vocab, hidden, intermediate, layer = len(tiny_tokenizer), 64, 128, 1
+    model = tiny_llama(vocab, hidden=hidden, layers=4, heads=4, intermediate=intermediate, seed=0)
+    reference = FrozenModelReference(
+        tiny_llama(vocab, hidden=hidden, layers=4, heads=4, intermediate=intermediate, seed=1).requires_grad_(False))
+
+    def rows(n, t):
+        ids = torch.randint(0, vocab, (n, t))
+        return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+
+    batch = UnlearnBatch(forget=rows(3, 7), retain=rows(2, 9))
+    objective = build_objective("rmu", {"layer": layer})
+    cb = throughput_callback("fp32", reference)
+    steps = _Steps(cb, model)
+    steps.step(lambda: objective.loss(model, batch, reference)[0].backward())
+    block = 4 * hidden * hidden + 3 * hidden * intermediate           # q, k, v, o + gate, up, down
+    executed = (layer + 1) * block
+    trained_tokens, reference_tokens = 3 * 7 + 2 * 9, 2 * 9
+    assert cb.totals()["flops"] == 6 * executed * trained_tokens + 2 * executed * reference_tokens
+    assert cb.totals()["flops"] < 6 * _hand_n(vocab, layers=4) * trained_tokens   # the old full-forward count

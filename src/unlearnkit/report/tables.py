@@ -26,6 +26,9 @@ def registry_columns(suite: str) -> tuple[tuple[str, str, str], ...]:
 
 LEADERBOARD_COLUMNS = registry_columns("tofu")   # the TOFU benchmark's columns
 MUSE_COLUMNS = registry_columns("muse")          # MUSE's six-way table (Shi et al. 2024)
+#: `run_status` values whose numbers are not a finished run's: the leaderboard marks them after the method
+#: (`unknown`, a kind without a summary file to tell, is left unmarked)
+UNFINISHED = ("failed", "diverged", "interrupted", "running")
 IGNORED_PARAM_KEYS = {"run", "method", "report_to", "forget", "data"}  # shown elsewhere (Method, Split)
 
 
@@ -127,9 +130,10 @@ def leaderboard(records: list[RunRecord], columns=LEADERBOARD_COLUMNS, title: st
     headers = ["Method", "Split", "Run", "Settings"] + [h for h, _, _ in columns]
     t = Table(title, headers, text_columns=4,
               note="One row per run; ↑/↓: higher/lower is better; PrivLeak: closer to 0 is better; "
-                   "– : not measured.")
+                   "– : not measured; (failed), (diverged), (interrupted), (running): the run did not finish "
+                   "(see Runs), its numbers are not a finished run's.")
     for r in _sorted(records):
-        status = "" if r.status != "failed" else " (failed)"
+        status = f" ({r.status})" if r.status in UNFINISHED else ""
         t.rows.append([r.method + status, r.split or MISSING, r.name, _params(r, keys)] +
                       [fmt(r.metric(suite, m), m) for _, suite, m in columns])
     return t

@@ -10,10 +10,12 @@ token of every forward through the model (padding included: it is computed):
 
 where N counts the weights of the linear layers (LM head included, tied or not; the embedding lookup and
 the attention-score products are left out, as in 6·N·D). Tokens are counted by a hook on each model's input
-embedding, so every forward an objective makes is seen (forget, retain, IdK, reference). The label-position
-head (`label_logprobs`) computes the head at answer positions only, and RMU's forward stops after its layer
-(`reference.block_output`); the count keeps the model FLOPs of every position and layer, as MFU does, so for
-RMU it is an upper bound of the work done.
+embedding, so every forward an objective makes is seen (forget, retain, IdK, reference). Each part is counted
+when it runs: every decoder block and the LM head through a pre-hook of its own (linear layers outside both,
+if a model has any, with the embedding). RMU's forward stops after block ℓ (`reference.block_output`), so
+its forwards count blocks 0..ℓ only: no later block and no head, which never run. The label-position head
+(`label_logprobs`) and the answer window compute the head at some positions only; the count keeps every
+position of a part that runs, as MFU does.
 
 The peak is measured once per process (`matmul_peak_flops`): the best of a few square `torch.matmul`s at the
 run's dtype and the current thread count. Each log record gains `flops_per_s` (over the steps since the
@@ -27,6 +29,8 @@ import time
 
 import torch
 from transformers import TrainerCallback
+
+from ..objectives.reference import decoder_blocks
 
 
 @functools.lru_cache(maxsize=8)
@@ -67,24 +71,46 @@ def forward_flops(n: int, n_trainable: int, tokens: int, grad: bool) -> int:
     return per_token * tokens
 
 
+def _counted_parts(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The parts counted only when they run: the decoder blocks (none found: the whole model is counted at
+    the embedding, as one part) and the LM head."""
+    try:
+        parts = list(decoder_blocks(model))
+    except ValueError:
+        return []
+    head = model.get_output_embeddings()
+    return parts + ([head] if isinstance(head, torch.nn.Module) else [])
+
+
 class _TokenCounter:
-    """Counts the FLOPs of every forward of one model through a pre-hook on its input embedding."""
+    """Counts the FLOPs of every forward of one model: the input embedding's pre-hook notes the forward's
+    tokens (and counts any linear layers outside the blocks and the head); each block's and the head's
+    pre-hook counts that part's weights for those tokens, so a forward that stops early counts what ran."""
 
     def __init__(self, model: torch.nn.Module):
-        self.model, self.flops, self.handle, self.weights = model, 0, None, (0, 0)
+        self.model, self.flops, self.handles, self.tokens = model, 0, [], 0
 
     def attach(self) -> None:
         """Count from now on (the weights are counted here: after LoRA and freezing, before training)."""
-        self.weights = linear_weights(self.model)
-        self.handle = self.model.get_input_embeddings().register_forward_pre_hook(self._count)
+        parts = _counted_parts(self.model)
+        total, counted = linear_weights(self.model), [linear_weights(p) for p in parts]
+        rest = (total[0] - sum(n for n, _ in counted), total[1] - sum(t for _, t in counted))
+        embed = self.model.get_input_embeddings()
+        self.handles = [embed.register_forward_pre_hook(functools.partial(self._start, rest))]
+        self.handles += [p.register_forward_pre_hook(functools.partial(self._count, w))
+                         for p, w in zip(parts, counted)]
 
-    def _count(self, _module, args):
-        self.flops += forward_flops(*self.weights, int(args[0].numel()), torch.is_grad_enabled())
+    def _start(self, weights, _module, args):
+        self.tokens = int(args[0].numel())
+        self._count(weights, _module, args)
+
+    def _count(self, weights, _module, _args):
+        self.flops += forward_flops(*weights, self.tokens, torch.is_grad_enabled())
 
     def detach(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
 
 class ThroughputCallback(TrainerCallback):
