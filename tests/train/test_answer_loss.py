@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from unlearnkit.data import QADataset, pad_batch
-from unlearnkit.train.answer_loss import answer_only_loss, supports_answer_only_loss
+from unlearnkit.label_logprobs import supports_label_head
+from unlearnkit.train.answer_loss import answer_only_loss
 
 
 def _batch(tok, people, fmt, n=5):
@@ -22,7 +23,7 @@ def test_same_loss_and_gradients_as_the_model(tiny_model, tiny_tokenizer, people
     torch.manual_seed(0)
     batch = _batch(tiny_tokenizer, people, plain_format)
     batch.pop("index", None)
-    assert supports_answer_only_loss(tiny_model)
+    assert supports_label_head(tiny_model)
     kw = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
     ref = tiny_model(**batch, **kw).loss
     ref.backward()
@@ -44,13 +45,13 @@ def test_same_loss_and_gradients_as_the_model(tiny_model, tiny_tokenizer, people
 
 
 def test_only_plain_heads_take_the_fast_path(tiny_model):
-    assert supports_answer_only_loss(tiny_model)
+    assert supports_label_head(tiny_model)
     tiny_model.config.model_type = "gemma2"          # soft-capped logits: the model's own loss is used
     try:
-        assert not supports_answer_only_loss(tiny_model)
+        assert not supports_label_head(tiny_model)
     finally:
         tiny_model.config.model_type = "llama"
-    assert not supports_answer_only_loss(torch.nn.Linear(2, 2))
+    assert not supports_label_head(torch.nn.Linear(2, 2))
 
 
 def test_finetune_uses_it_under_the_trainers_precision(monkeypatch, tmp_path):

@@ -167,7 +167,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
             evaluate_model(run, cfg, plan.fmt, None if run == oracle else oracle)
 
     from ..train.unlearn import unlearn
-    from ..uipe.search import SearchSettings, alpha_search, extrapolate_run
+    from ..uipe.search import ExtrapolateConfig, alpha_search, extrapolate_run
 
     for method in cfg.methods:
         run = out / f"unlearn-{method}"
@@ -179,10 +179,11 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
             echo(f"[{next(step)}/{n_steps}] UIPE on {method}: automatic α, then evaluating θ_uipe")
             uipe_run = out / f"uipe-{method}"
             if not _done(uipe_run):
-                s = SearchSettings(alphas=(0.0,), suite="related", related_people=cfg.people, related_seed=cfg.seed,
-                                   forget_fraction=cfg.forget_fraction, max_new_tokens=cfg.max_new_tokens,
-                                   auto=True, auto_retain=plan.retain, tolerance=cfg.tolerance, limit=10,
-                                   precision=cfg.eval_precision, auto_max_evals=8)
+                s = ExtrapolateConfig(alphas=(0.0,), suite="related", related_people=cfg.people,
+                                      related_seed=cfg.seed, forget_fraction=cfg.forget_fraction,
+                                      max_new_tokens=cfg.max_new_tokens, auto=True, auto_retain=plan.retain,
+                                      tolerance=cfg.tolerance, limit=10, precision=cfg.eval_precision,
+                                      auto_max_evals=8)
                 res = alpha_search(run, s, echo=lambda m: echo("        " + m))
                 alpha = res["auto"]["alpha"]
                 model_dir = extrapolate_run(run, alpha, uipe_run / "model", overwrite=True)

@@ -180,9 +180,9 @@ def all_tables(records: list[RunRecord]) -> list[Table]:
     return [*board, *suite_tables(records), runs_table(records)]
 
 
-# --- lm-eval harness columns (issue 19): to be folded into the metric registry (name → direction, display name,
-# suite) at merge. Direction depends on the task's role (WMDP: forget topic, lower is better, chance 0.25;
-# MMLU: utility, higher is better), so the header names the task and the leaderboard note says which is which.
+# lm-eval harness columns: not in the metric registry, because they depend on the tasks each run asked for, and a
+# task's direction on its role (WMDP: forget topic, lower is better, chance 0.25; MMLU: utility, higher is
+# better), so the header names the task and the leaderboard note says which is which.
 def lm_eval_columns(records: list[RunRecord]) -> tuple[tuple[str, str, str], ...]:
     """One `<task> acc` column per task a run asked the harness for (its `eval/lm_eval.json` settings' `tasks`,
     first-seen order) and that some run reports `acc` for."""

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..label_logprobs import PLAIN_HEAD_TYPES, label_nll, supports_label_head  # noqa: F401  (re-exported)
-
-supports_answer_only_loss = supports_label_head   # the finetune trainer's name for the same check
+from ..label_logprobs import label_nll
 
 
 def answer_only_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:

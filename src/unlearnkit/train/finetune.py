@@ -22,7 +22,8 @@ from ..models.lora import LoraSettings, apply_lora
 from ..models.portable import save_tokenizer_atomically
 from ..models.tiny import tiny_llama, train_tokenizer
 from ..runs import RunDir, locked_run, write_json
-from .answer_loss import answer_only_loss, supports_answer_only_loss
+from ..label_logprobs import supports_label_head
+from .answer_loss import answer_only_loss
 from .checkpoints import AtomicCheckpointMixin
 from .hf_glue import (DivergenceGuardMixin, JsonlLogCallback, save_model_atomically, step_of, train_resuming,
                       training_arguments)
@@ -80,7 +81,7 @@ class FinetuneTrainer(DivergenceGuardMixin, AtomicCheckpointMixin, Trainer):
     on answer positions only (`answer_loss`)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if return_outputs or not supports_answer_only_loss(model):
+        if return_outputs or not supports_label_head(model):
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         with self.accelerator.autocast():   # the Trainer's bf16 lives in accelerate's wrapped `forward`,
