@@ -42,7 +42,10 @@ def test_quick_demo_runs(tmp_path):
     for run in ("target", "oracle", "unlearn-ga", "uipe-ga", "unlearn-npo", "uipe-npo"):
         assert (tmp_path / run / "eval" / "tofu.json").is_file(), run
         assert (tmp_path / run / "eval" / "related.json").is_file(), run
+        assert (tmp_path / run / "eval" / "recall.json").is_file(), run
     assert (tmp_path / "report" / "report.html").is_file()
+    assert "Fine-tuning taught the target" in res.output and "The best base method" in res.output
+    assert "[8/8] writing the report" in res.output and res.output.count(" s)\n") >= 8  # every phase says its time
 
 
 def test_evaluate_oracle_then_forget_quality(tmp_path, tofu_dir, monkeypatch):

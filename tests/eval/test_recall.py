@@ -33,3 +33,16 @@ def test_answer_recall_bounds_generation_by_the_longest_answer(monkeypatch, tiny
     longest = max(len(tiny_tokenizer(" " + r.answer, add_special_tokens=False)["input_ids"]) for r in recs)
     assert seen["max_new_tokens"] == longest + recall.MATCH_SLACK
     assert frac == sum(i % 2 for i in range(len(recs))) / len(recs)
+
+
+def test_recall_metric_is_the_share_of_exact_answers_with_one_hit_per_record(monkeypatch, tiny_tokenizer, plain_format):
+    from unlearnkit.data.records import QARecord
+    from unlearnkit.eval import recall
+
+    recs = [QARecord("Q1?", "Ana has gout."), QARecord("Q2?", "Bo is a pilot."), QARecord("Q3?", "Cy likes tea.")]
+    answers = {"Q1?": "  ana HAS gout ", "Q2?": "Bo is a pilot, I think", "Q3?": "Cy likes tea!"}
+    monkeypatch.setattr(recall, "generate_answers", lambda m, t, qs, *a: [answers[q] for q in qs])
+    m = recall.recall_metric(None, tiny_tokenizer, recs, plain_format)
+    assert m.per_item == [1.0, 0.0, 1.0]        # case, spacing and final punctuation are normalised away
+    assert m.value == 2 / 3 and m.n == 3
+    assert m.to_json()["value"] == 2 / 3

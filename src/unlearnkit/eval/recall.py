@@ -7,6 +7,7 @@ from typing import Sequence
 from ..data.collate import PromptFormat
 from ..data.records import QARecord
 from .generation import generate_answers
+from .result import MetricResult
 
 
 def normalize_answer(text: str) -> str:
@@ -46,3 +47,14 @@ def answer_recall(model, tokenizer, records: Sequence[QARecord], fmt: PromptForm
     gens = generate_answers(model, tokenizer, [r.question for r in records], fmt, max_new_tokens, batch_size)
     hits = [exact_match(g, r.answer) for g, r in zip(gens, records)]
     return sum(hits) / len(hits), gens
+
+
+def recall_metric(model, tokenizer, records: Sequence[QARecord], fmt: PromptFormat | None = None,
+                  batch_size: int = 32) -> MetricResult:
+    """`answer_recall` as a `MetricResult`: the share of exactly recalled answers, one 0/1 per record.
+
+    The demo's plain-language check that fine-tuning taught the facts and unlearning took them away: unlike a
+    probability or ROUGE, "the model still says 'X has diabetes'" needs no explanation."""
+    _, gens = answer_recall(model, tokenizer, records, fmt, batch_size=batch_size)
+    hits = [float(exact_match(g, r.answer)) for g, r in zip(gens, records)]
+    return MetricResult(sum(hits) / len(hits), "exact_match_recall[greedy, normalised]", len(hits), per_item=hits)
