@@ -65,3 +65,10 @@ def test_each_phase_prints_its_number_and_time():
         pass
     assert said[0] == "[1/2] one" and said[2] == "[2/2] two"
     assert said[1].strip().endswith(" s)") and said[1].strip().startswith("(")
+
+
+def test_ties_on_forget_quality_and_recall_go_to_the_method_that_kept_more(tmp_path):
+    _fixture(tmp_path, npo_forget=0.0)
+    ga = tmp_path / "unlearn-ga" / "eval" / "tofu.json"   # GA now ties NPO on forget quality and forget recall
+    ga.write_text(json.dumps({"suite": "tofu", "metrics": {"forget_quality": {"value": 0.27}, "model_utility": {"value": 0.1}}}))
+    assert "The best base method, npo, cut forget recall from 96% to 0%" in summary_text(tmp_path)  # retain 0.90 > 0.40
