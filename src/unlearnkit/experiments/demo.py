@@ -1,14 +1,17 @@
 """`unlearnkit demo`: the end-to-end offline demo on the default SmolLM2 (a tiny model with `quick`).
 
 1. build a synthetic related-knowledge set (fictitious people; the last `forget_fraction` are forgotten);
-2. fine-tune the target model on everyone and the retain oracle on the retain people only;
-3. unlearn the forget people's target facts with GA, GradDiff and NPO;
+2. fine-tune the target model on everyone and the retain oracle on the retain people only (SmolLM2: through a
+   LoRA adapter, so the model keeps what it knew and model utility stays meaningful);
+3. unlearn the forget people's target facts with each method (GradDiff and NPO by default), from its preset;
 4. apply UIPE to each with the automatic α (held-out retain utility rule) and write θ_uipe;
 5. evaluate every model with the TOFU metrics on the synthetic sets (forget targets vs oracle → forget
    quality; retain people, world facts and TOFU's real authors → model utility, the benchmark's harmonic
    mean of nine numbers; unseen people as MIA non-members; `quick` leaves out real authors, which a
-   from-scratch model never saw, so it reports no model utility) and the related-knowledge probe (targets / related facts / multi-hop questions);
-6. write the report (tables, plots, a self-contained HTML page) and print the summary table.
+   from-scratch model never saw, so it reports no model utility), exact-match recall of the forget and retain
+   people's facts, and the related-knowledge probe (targets / related facts / multi-hop questions);
+6. write the report (tables, plots, a self-contained HTML page), print the summary table and two or three
+   sentences worded from its numbers. Each phase prints its time.
 
 Every step writes a normal run directory under `out`, so `unlearnkit report` can redo the report and a
 rerun skips finished steps.
