@@ -48,11 +48,8 @@ def build(tiny: bool, batch: int):
         model, tok = load_model("default")
         name = "SmolLM2-135M-Instruct"
     ds = QADataset(records, tok, PromptFormat(template="plain"))
-    rows = [ds[i] for i in range(batch)]
-    for r in rows:
-        r.pop("index", None)
-    inputs = QACollator(tok.pad_token_id, "right")(rows)
-    inputs.pop("index", None)
+    inputs = QACollator(tok.pad_token_id, "right")([ds[i] for i in range(batch)])
+    inputs.pop("index", None)   # bookkeeping the model's forward does not take (finetune's `_DropIndex`)
     return model, tok, inputs, name
 
 

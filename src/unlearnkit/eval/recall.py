@@ -39,14 +39,20 @@ def answer_recall(model, tokenizer, records: Sequence[QARecord], fmt: PromptForm
     `max_new_tokens=None` generates at most the longest answer's token count + `MATCH_SLACK`: a longer
     generation cannot match, so the figure is the same as with unbounded generation, and a model that does
     not know the answers (it rambles until the limit) costs no more than one that does."""
+    hits, gens = _answer_hits(model, tokenizer, records, fmt, max_new_tokens, batch_size)
+    return sum(hits) / len(hits), gens
+
+
+def _answer_hits(model, tokenizer, records: Sequence[QARecord], fmt: PromptFormat | None, max_new_tokens: int | None,
+                 batch_size: int) -> tuple[list[bool], list[str]]:
+    """(exact match per record, greedy answers): the one generation and check behind both recall functions."""
     if not records:
         raise ValueError("answer_recall: no records")
     if max_new_tokens is None:
         longest = max(len(tokenizer(" " + r.answer, add_special_tokens=False)["input_ids"]) for r in records)
         max_new_tokens = longest + MATCH_SLACK
     gens = generate_answers(model, tokenizer, [r.question for r in records], fmt, max_new_tokens, batch_size)
-    hits = [exact_match(g, r.answer) for g, r in zip(gens, records)]
-    return sum(hits) / len(hits), gens
+    return [exact_match(g, r.answer) for g, r in zip(gens, records)], gens
 
 
 def recall_metric(model, tokenizer, records: Sequence[QARecord], fmt: PromptFormat | None = None,
@@ -55,6 +61,5 @@ def recall_metric(model, tokenizer, records: Sequence[QARecord], fmt: PromptForm
 
     The demo's plain-language check that fine-tuning taught the facts and unlearning took them away: unlike a
     probability or ROUGE, "the model still says 'X has diabetes'" needs no explanation."""
-    _, gens = answer_recall(model, tokenizer, records, fmt, batch_size=batch_size)
-    hits = [float(exact_match(g, r.answer)) for g, r in zip(gens, records)]
+    hits = [float(h) for h in _answer_hits(model, tokenizer, records, fmt, None, batch_size)[0]]
     return MetricResult(sum(hits) / len(hits), "exact_match_recall[greedy, normalised]", len(hits), per_item=hits)

@@ -285,18 +285,16 @@ SUMMARY_METRICS = ("recall:forget/exact_match", "recall:retain/exact_match", "to
 
 
 def _read_runs(out: Path) -> list[tuple[str, dict]]:
-    """[(run name, {"suite:key": value} of every suite in its eval/)] for the demo's evaluated runs, in table
+    """[(run name, {"suite:key": value} of every suite in its eval/, as the report reads them)] for the demo's evaluated runs, in table
     order: target, oracle, then each method's unlearned run followed by its UIPE run."""
     order = {"target": 0, "oracle": 1}
     runs = sorted((p for p in Path(out).iterdir() if (p / EVAL_DIR / "tofu.json").is_file()),
                   key=lambda p: (order.get(p.name, 2), p.name.split("-", 1)[-1], not p.name.startswith("unlearn")))
+    from ..report.collect import read_eval
+
     rows = []
     for run in runs:
-        values = {}
-        for f in sorted((run / EVAL_DIR).glob("*.json")):
-            data = json.loads(f.read_text())
-            for key, m in (data.get("metrics") or {}).items() if isinstance(data, dict) else ():
-                values[f"{data.get('suite', f.stem)}:{key}"] = m.get("value") if isinstance(m, dict) else m
+        values = {f"{suite}:{key}": v for suite, table in read_eval(run)[0].items() for key, v in table.items()}
         if (run / "uipe.json").is_file():
             values["alpha"] = json.loads((run / "uipe.json").read_text())["alpha"]
         rows.append((run.name, values))

@@ -121,14 +121,7 @@ def read_run(path: str | Path) -> RunRecord:
     run = read_run_record(path)
     rec = RunRecord(path=path, kind=str(run.kind or "?"), config=dict(run.config), seed=run.seed,
                     inputs=dict(run.inputs))
-    for p in sorted((path / EVAL_DIR).glob("*.json")) if (path / EVAL_DIR).is_dir() else []:
-        data = _read_json(p)
-        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-            continue  # oracle_stats.json and other non-suite files
-        suite = str(data.get("suite") or p.stem)
-        rec.metrics[suite] = {k: _finite(m.get("value") if isinstance(m, dict) else m)
-                              for k, m in data["metrics"].items()}
-        rec.eval_settings[suite] = dict(data.get("settings") or {})
+    rec.metrics, rec.eval_settings = read_eval(path)
     rec.log = read_log(path / LOG_FILE)
     rec.geffect = read_geffect(path / GEFFECT_CSV)
     rec.reveal = read_reveal_rounds(path)
@@ -136,6 +129,21 @@ def read_run(path: str | Path) -> RunRecord:
         rec.alpha_search = _read_json(path / ALPHA_SEARCH)
     rec.status, rec.error = run_status(path, rec.kind, rec.log)
     return rec
+
+
+def read_eval(path: str | Path) -> tuple[dict[str, dict[str, Optional[float]]], dict[str, dict]]:
+    """A run's `eval/<suite>.json` files → ({suite: {metric key: value, None if not finite}}, {suite: settings});
+    oracle_stats.json and other files without a `metrics` table are skipped."""
+    metrics, settings = {}, {}
+    eval_dir = Path(path) / EVAL_DIR
+    for p in sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []:
+        data = _read_json(p)
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+            continue
+        suite = str(data.get("suite") or p.stem)
+        metrics[suite] = {k: _finite(m.get("value") if isinstance(m, dict) else m) for k, m in data["metrics"].items()}
+        settings[suite] = dict(data.get("settings") or {})
+    return metrics, settings
 
 
 def run_status(path: Path, kind: str, log_rows: list[dict]) -> tuple[str, Optional[str]]:
