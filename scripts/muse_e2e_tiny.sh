@@ -4,11 +4,8 @@
 #      both as document windows (docs: specs);
 #   2. NPO and GradDiff unlearning of the forget documents from the target;
 #   3. `evaluate suite=muse` of all four (PrivLeak against the retain model), then `report`.
-# The corpus is shortened so that a 2-layer model can memorise it in minutes: the first N VerbMem articles
-# (prompt + continuation), the first N forget / retain KnowMem pairs (in the few-shot QA format, with the ICL
-# pairs, repeated) and the first N PrivLeak forget texts as forget-side text; the retain side is the retain
-# QA pairs and N PrivLeak retain texts, the PrivLeak texts cut to their first 1000 characters (the whole texts
-# are too long to memorise in minutes). Evaluation uses the same first N rows (limit=N).
+# The corpus is shortened so that a 2-layer model can memorise it in minutes (scripts/muse_e2e_data.py says
+# what it holds); evaluation uses the same first N rows (limit=N).
 # Usage: scripts/muse_e2e_tiny.sh OUT_DIR [N=10] [FINETUNE_STEPS=800] [UNLEARN_STEPS=20]
 set -euo pipefail
 OUT=${1:?usage: muse_e2e_tiny.sh OUT_DIR [N] [FINETUNE_STEPS] [UNLEARN_STEPS]}; N=${2:-10}
@@ -17,19 +14,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 MUSE=${UNLEARNKIT_MUSE_DIR:-$HERE/../shared/data/muse}/news
 PY=${PYTHON:-python}; UK="$PY -m unlearnkit.cli"
 mkdir -p "$OUT"
-"$PY" - "$MUSE" "$OUT" "$N" <<'EOF'
-import json, sys
-from pathlib import Path
-muse, out, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-rows = lambda rel: [json.loads(l) for l in (muse / rel).read_text().splitlines() if l.strip()]
-qa = lambda r: f"Question: {r['question']}\nAnswer: {r['answer']}\n\n"
-icl = [qa(r) for f in ("forget_qa_icl", "retain_qa_icl") for r in rows(f"knowmem/{f}.jsonl")]
-forget = [f"{r['prompt']} {r['gt']}" for r in rows("verbmem/forget.jsonl")[:n]]
-forget += [qa(r) for r in rows("knowmem/forget_qa.jsonl")[:n]] * 4 + [r["text"][:1000] for r in rows("privleak/forget.jsonl")[:n]]
-retain = [qa(r) for r in rows("knowmem/retain_qa.jsonl")[:n]] * 4 + icl * 4 + [r["text"][:1000] for r in rows("privleak/retain.jsonl")[:n]]
-for name, texts in (("forget", forget), ("retain", retain), ("all", forget + retain)):
-    (out / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-EOF
+"$PY" "$HERE/scripts/muse_e2e_data.py" "$MUSE" "$OUT" "$N"
 T0=$(date +%s)
 COMMON="model=tiny template=plain max_length=512 batch_size=2 lr=2e-3 precision=fp32 recall_max=-1 tiny_hidden=128 tiny_layers=2 warmup=0.05 max_steps=$FT_STEPS save_steps=$FT_STEPS"
 $UK finetune $COMMON data="docs:$OUT/all.jsonl" run="$OUT/target"

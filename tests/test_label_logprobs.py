@@ -55,3 +55,53 @@ def test_falls_back_where_the_head_is_not_plain_or_when_switched_off(tiny_model,
         answer_logprobs(tiny_model, batch)
     assert calls == [1]
     assert not supports_label_head(object())             # not a module (e.g. the G-effect's forward cache)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_padded_batch_runs_as_one_packed_row_with_the_padded_numbers(tiny_model, tiny_tokenizer, people,
+                                                                       plain_format, side, monkeypatch):
+    """Rows packed back to back (one decoder row, no attention mask, per-row position ids) give the padded pass's
+    log-probs and gradients: no row attends to another."""
+    from unlearnkit.label_logprobs import packed_rows, row_packing
+
+    batch = _batch(tiny_tokenizer, people, plain_format, side, n=6)
+    packed = packed_rows(batch)
+    assert packed is not None and packed["input_ids"].shape == (1, int(batch["attention_mask"].sum()))
+    assert packed["position_ids"][0, 0] == 0 and int((packed["position_ids"][0] == 0).sum()) == 6
+    with row_packing(False):
+        assert packed_rows(batch) is None
+        padded = answer_logprobs(tiny_model, batch)
+        (padded.sum.sum() + padded.mean.mean()).backward()
+    g_padded = _grads(tiny_model)
+    tiny_model.zero_grad(set_to_none=True)
+    decoder = tiny_model.get_decoder()
+    shapes = []
+    monkeypatch.setattr(decoder, "forward", lambda *a, _f=decoder.forward, **k: shapes.append(k["input_ids"].shape)
+                        or _f(*a, **k))
+    fast = answer_logprobs(tiny_model, batch)
+    (fast.sum.sum() + fast.mean.mean()).backward()
+    assert shapes == [packed["input_ids"].shape]
+    assert torch.equal(fast.mask, padded.mask)
+    torch.testing.assert_close(fast.token_logprobs, padded.token_logprobs, rtol=1e-5, atol=1e-6)
+    # a packed row that leaked attention across rows would move later rows' log-probs far beyond rounding
+    g_fast = _grads(tiny_model)
+    for name in g_padded:
+        torch.testing.assert_close(g_fast[name], g_padded[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packing_is_skipped_where_it_would_not_pay_or_not_be_exact(tiny_tokenizer, people, plain_format):
+    from unlearnkit.label_logprobs import PACK_MAX_TOKENS, packed_rows
+
+    batch = _batch(tiny_tokenizer, people, plain_format, n=6)
+    assert packed_rows({**batch, "position_ids": batch["attention_mask"].cumsum(-1)}) is None   # caller's positions
+    assert packed_rows({k: v[:1] for k, v in batch.items()}) is None                          # one row
+    full = {k: v.clone() for k, v in batch.items()}
+    full["attention_mask"][:] = 1                                                             # no padding
+    assert packed_rows(full) is None
+    long = {k: v.repeat(1, PACK_MAX_TOKENS) for k, v in batch.items()}
+    long["attention_mask"][:, -1] = 0
+    assert packed_rows(long) is None                                                          # too long a row
+    odd = {k: v.clone() for k, v in batch.items()}
+    row = int(odd["attention_mask"].sum(-1).argmin())
+    odd["labels"][row, -1] = 5                                                                # label after padding
+    assert packed_rows(odd) is None

@@ -12,6 +12,13 @@ Used only where it is exactly the model's own computation: a bare `nn.Module` (s
 the forward — DDP, DeepSpeed, the G-effect's forward cache — take the usual path) of a decoder-only
 architecture whose head is a plain linear map of the last hidden state (no logit scaling or soft-capping).
 `label_head(False)` switches the fast path off (for A/B tests and benchmarks).
+
+Padding-free decoder pass (`packed_rows`): when a batch carries enough padding, its rows' real tokens run as
+one row, back to back, with each row's own position ids and no attention mask; transformers then builds a
+block-diagonal causal mask from the position ids (`masking_utils.find_packed_sequence_indices`), so no row sees
+another. The hidden states are put back in the padded layout before the head, so everything after is
+unchanged. TOFU batches are 18–19% padding, which the decoder no longer computes; the values agree with the
+padded pass to float rounding (matmuls of other shapes). `row_packing(False)` switches it off.
 """
 from __future__ import annotations
 
@@ -26,6 +33,11 @@ from .logprobs import IGNORE, SequenceLogprobs, position_ids_from_mask, sequence
 PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 _ENABLED = [True]
+_PACK = [True]
+#: pack a batch when at most this share of its positions are real tokens (below: padding worth skipping) ...
+PACK_MAX_REAL_SHARE = 0.95
+#: ... and the packed row is at most this long (attention over one long row costs its length squared)
+PACK_MAX_TOKENS = 2048
 
 
 @contextlib.contextmanager
@@ -37,6 +49,55 @@ def label_head(enabled: bool):
         yield
     finally:
         _ENABLED[0] = before
+
+
+@contextlib.contextmanager
+def row_packing(enabled: bool):
+    """Within the block, `label_nll` packs padded batches into one row only if `enabled` (default: on)."""
+    before = _PACK[0]
+    _PACK[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _PACK[0] = before
+
+
+def packed_rows(batch: dict) -> dict | None:
+    """The batch's real tokens as one row (`input_ids`, `position_ids`, `real`: where they sit in the padded
+    batch), or None when packing would not pay or not be exact: no mask, one row, little padding, a long packed
+    row, the caller's own position ids, or a label read from a padding position's hidden state."""
+    mask = batch.get("attention_mask")
+    if not _PACK[0] or mask is None or batch.get("position_ids") is not None or mask.shape[0] < 2:
+        return None
+    real = mask.bool()
+    n_real = int(real.sum())
+    if n_real > PACK_MAX_REAL_SHARE * real.numel() or n_real > PACK_MAX_TOKENS:
+        return None
+    labelled = batch["labels"][:, 1:] != IGNORE
+    if bool((labelled & ~real[:, :-1]).any()):
+        return None
+    return {"input_ids": batch["input_ids"][real].unsqueeze(0),
+            "position_ids": position_ids_from_mask(mask)[real].unsqueeze(0), "real": real}
+
+
+def decoder_hidden(model, batch: dict) -> torch.Tensor:
+    """The decoder's last hidden states (B, T, d) of a padded batch, from one packed row where that pays.
+
+    Position ids come from the attention mask (as `logprobs.model_forward`), so left padding is handled
+    unless the batch brings its own `position_ids`; padding positions of a packed batch hold zeros."""
+    decoder = model.get_decoder()
+    packed = packed_rows(batch)
+    if packed is not None:
+        hidden = decoder(input_ids=packed["input_ids"], attention_mask=None, position_ids=packed["position_ids"],
+                         use_cache=False).last_hidden_state[0]
+        real = packed["real"]
+        return hidden.new_zeros(*real.shape, hidden.shape[-1]).masked_scatter(real.unsqueeze(-1), hidden)
+    mask = batch.get("attention_mask")
+    position_ids = batch.get("position_ids")
+    if position_ids is None and mask is not None:
+        position_ids = position_ids_from_mask(mask)
+    return decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
+                   use_cache=False).last_hidden_state
 
 
 def supports_label_head(model) -> bool:
@@ -55,16 +116,8 @@ def supports_label_head(model) -> bool:
 
 
 def label_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll, keep): fp32 next-token NLL at the N label positions (shape (N,)), and where they are ((B, T-1) bool).
-
-    Position ids come from the attention mask (as `logprobs.model_forward`), so left padding is handled
-    unless the batch brings its own `position_ids`."""
-    mask = batch.get("attention_mask")
-    position_ids = batch.get("position_ids")
-    if position_ids is None and mask is not None:
-        position_ids = position_ids_from_mask(mask)
-    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
-                                 use_cache=False).last_hidden_state
+    """(nll, keep): fp32 next-token NLL at the N label positions (shape (N,)), and where they are ((B, T-1) bool)."""
+    hidden = decoder_hidden(model, batch)
     target = batch["labels"][:, 1:]
     keep = target != IGNORE
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])          # [N, V], N = label positions

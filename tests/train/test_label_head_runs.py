@@ -1,11 +1,12 @@
-"""Whole training runs give the same per-step losses with the label-position LM head on and off."""
+"""Whole training runs give the same per-step losses with the fast paths (the label-position LM head, padded
+batches packed into one decoder row) on and off."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from unlearnkit.label_logprobs import label_head
+from unlearnkit.label_logprobs import label_head, packed_rows, row_packing
 
 
 def _losses(run, keys):
@@ -15,10 +16,20 @@ def _losses(run, keys):
 
 @pytest.mark.parametrize("method", ["npo", pytest.param("grad_diff", marks=pytest.mark.slow),
                                     pytest.param("simnpo", marks=pytest.mark.slow)])
-def test_unlearning_losses_equal_with_and_without_the_label_head(theta_ini, tmp_path, method):
+def test_unlearning_losses_equal_with_and_without_the_fast_paths(theta_ini, tmp_path, method, monkeypatch):
     """Per-step losses of a 3-step run (each step's weights depend on the previous ones) within 1e-5 relative."""
     from unlearnkit.train.unlearn import UnlearnConfig, unlearn
 
+    import unlearnkit.label_logprobs as ll
+
+    packed = []
+
+    def spy(batch):
+        rows = packed_rows(batch)
+        packed.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(ll, "packed_rows", spy)
     logs = {}
     for enabled in (True, False):
         run = tmp_path / f"{method}-{enabled}"
@@ -26,10 +37,11 @@ def test_unlearning_losses_equal_with_and_without_the_label_head(theta_ini, tmp_
                             forget="synthetic:forget,people=20,forget_fraction=0.2",
                             retain="synthetic:retain_targets,people=20", max_steps=3, save_steps=100,
                             forget_batch_size=4, grad_accum=1, lr=1e-3, precision="fp32", warmup=0.0)
-        with label_head(enabled):
+        with label_head(enabled), row_packing(enabled):
             unlearn(cfg)
         logs[enabled] = _losses(run, ("loss", "forget_loss", "retain_loss"))
     assert len(logs[True]) == 3
+    assert any(packed)                                              # the runs' padded batches did run packed
     for on, off in zip(logs[True], logs[False]):
         assert on == pytest.approx(off, rel=1e-5)
     assert logs[True][0] != logs[True][-1]

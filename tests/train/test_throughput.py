@@ -71,6 +71,25 @@ def test_frozen_weights_skip_their_weight_gradient(tiny_tokenizer):
     assert cb.totals()["flops"] == (4 * n + 2 * head) * 10
 
 
+def test_a_packed_label_head_step_counts_real_tokens_and_label_positions(tiny_tokenizer):
+    """The fast path runs the blocks on the real tokens of a padded batch (packed) and the head on the label
+    positions only: that, not the padded batch's positions, is what is counted."""
+    from unlearnkit.label_logprobs import label_nll
+
+    vocab = len(tiny_tokenizer)
+    model = tiny_llama(vocab, hidden=64, layers=2, heads=4, intermediate=128, seed=0)
+    head = vocab * 64
+    ids = torch.randint(0, vocab, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 4:] = 0                                                   # 14 real tokens of 20 positions
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :2] = -100                                              # 8 + 2 label positions after the shift
+    cb = ThroughputCallback()
+    steps = _Steps(cb, model)
+    steps.step(lambda: label_nll(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})[0].sum().backward())
+    assert cb.totals()["flops"] == 6 * (_hand_n(vocab) - head) * 14 + 6 * head * 10
+
+
 def test_peak_is_measured_once_at_the_runs_dtype():
     peak = matmul_peak_flops(torch.float32, n=128, budget_s=0.01)
     assert peak > 1e6

@@ -84,8 +84,9 @@ def _counted_parts(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 class _TokenCounter:
     """Counts the FLOPs of every forward of one model: the input embedding's pre-hook notes the forward's
-    tokens (and counts any linear layers outside the blocks and the head); each block's and the head's
-    pre-hook counts that part's weights for those tokens, so a forward that stops early counts what ran."""
+    tokens (and counts any linear layers outside the blocks and the head); each block's pre-hook counts that
+    part's weights for those tokens and the head's for the positions it is given, so a forward that stops early
+    or reads the head at label positions only counts what ran."""
 
     def __init__(self, model: torch.nn.Module):
         self.model, self.flops, self.handles, self.tokens = model, 0, [], 0
@@ -97,7 +98,8 @@ class _TokenCounter:
         rest = (total[0] - sum(n for n, _ in counted), total[1] - sum(t for _, t in counted))
         embed = self.model.get_input_embeddings()
         self.handles = [embed.register_forward_pre_hook(functools.partial(self._start, rest))]
-        self.handles += [p.register_forward_pre_hook(functools.partial(self._count, w))
+        head = self.model.get_output_embeddings()
+        self.handles += [p.register_forward_pre_hook(functools.partial(self._count_rows if p is head else self._count, w))
                          for p, w in zip(parts, counted)]
 
     def _start(self, weights, _module, args):
@@ -106,6 +108,11 @@ class _TokenCounter:
 
     def _count(self, weights, _module, _args):
         self.flops += forward_flops(*weights, self.tokens, torch.is_grad_enabled())
+
+    def _count_rows(self, weights, _module, args):
+        """The head: the positions it is given (the label positions only, on the fast path), not the forward's."""
+        rows = args[0].numel() // max(args[0].shape[-1], 1)
+        self.flops += forward_flops(*weights, rows, torch.is_grad_enabled())
 
     def detach(self) -> None:
         for handle in self.handles:
