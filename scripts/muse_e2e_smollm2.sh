@@ -6,10 +6,10 @@
 #   3. `evaluate suite=muse` of the target, the retain model and both unlearned models on the same first N rows (PrivLeak against the retain model), then `report`.
 # A rerun skips every phase whose output is there. The corpus is the first N rows of each News file (scripts/muse_e2e_data.py says what it holds and why).
 # Measured on 2 CPU cores (fp32, no avx512_bf16), N=10: README "MUSE" quotes the phase times.
-# Usage: scripts/muse_e2e_smollm2.sh OUT_DIR [N=10] [FINETUNE_EPOCHS=10] [UNLEARN_STEPS=16] [UNLEARN_LR=2e-5]
+# Usage: scripts/muse_e2e_smollm2.sh OUT_DIR [N=10] [FINETUNE_EPOCHS=10] [UNLEARN_STEPS=32] [UNLEARN_LR=5e-5]
 set -euo pipefail
 OUT=${1:?usage: muse_e2e_smollm2.sh OUT_DIR [N] [FINETUNE_EPOCHS] [UNLEARN_STEPS] [UNLEARN_LR]}; N=${2:-10}
-EPOCHS=${3:-10}; UN_STEPS=${4:-16}; UN_LR=${5:-2e-5}
+EPOCHS=${3:-10}; UN_STEPS=${4:-32}; UN_LR=${5:-5e-5}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 MUSE=${UNLEARNKIT_MUSE_DIR:-$HERE/../shared/data/muse}/news
 PY=${PYTHON:-python}; UK="$PY -m unlearnkit.cli"
