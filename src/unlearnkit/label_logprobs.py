@@ -17,9 +17,10 @@ Padding-free decoder pass (`packed_rows`): when a batch carries enough padding, 
 one row, back to back, with each row's own position ids and no attention mask; transformers then builds a
 block-diagonal causal mask from the position ids (`masking_utils.find_packed_sequence_indices`), so no row sees
 another. The hidden states are put back in the padded layout before the head, so everything after is
-unchanged. About a sixth of a TOFU batch's positions are padding, which the decoder no longer computes; the values agree with the
-padded pass to float rounding (matmuls of other shapes). `packing_pays` decides from the model's sizes (attention
-over one long row can cost more than the padding it saves); `row_packing(False)` switches it off.
+unchanged. About a sixth of a TOFU batch's positions are padding, which the decoder no longer computes; the
+values agree with the padded pass to float rounding (matmuls of other shapes). `packing_pays` decides from the
+model's sizes (attention over one long row can cost more than the padding it saves); `row_packing(False)`
+switches it off. Needs transformers 5.x (this package's floor), whose masks read packed position ids.
 """
 from __future__ import annotations
 
