@@ -112,3 +112,26 @@ def test_precision_is_applied_and_recorded(tmp_path, tiny_model, tiny_tokenizer)
     assert p16 == pytest.approx(p32, rel=0.05) and p16 != p32   # close, but really computed in bf16
     with pytest.raises(ValueError, match="precision"):
         evaluate_run(tmp_path, "related", model=tiny_model, tokenizer=tiny_tokenizer, precision="fp8")
+
+
+def test_an_evaluation_only_folder_records_its_model_and_is_reported(tmp_path, tiny_model, tiny_tokenizer):
+    """`evaluate model=<spec> run=<new folder>` (a baseline no command made) creates the folder, records the model
+    last (kind `evaluate`), is listed by `report` as finished, and a later `evaluate run=<it>` finds the model."""
+    from unlearnkit.report.collect import read_run
+
+    spec = tmp_path / "baseline_model"
+    tiny_model.save_pretrained(spec)
+    tiny_tokenizer.save_pretrained(spec)
+    run = tmp_path / "baseline"
+    kw = dict(fmt=FMT, related_people=6, max_new_tokens=3)
+    with pytest.raises(FileNotFoundError, match="does not exist"):      # no model given: the folder must exist
+        evaluate_run(run, "related", **kw)
+    first = evaluate_run(run, "related", model=str(spec), **kw)
+    record = read_run(run)
+    assert (record.kind, record.config, record.status, record.method) == ("evaluate", {"model": str(spec)},
+                                                                         "finished", "evaluate")
+    assert record.metrics["related"]
+    (run / "eval" / "related.json").unlink()
+    again = evaluate_run(run, "related", **kw)                          # the recorded model, loaded again
+    assert again == first
+    assert json.loads((run / "eval" / "related.json").read_text())["model"] == str(spec)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..data.collate import PromptFormat
-from ..runs import last_checkpoint, open_run, write_json
+from ..runs import EVALUATE_KIND, last_checkpoint, open_run, write_json
 from .tofu import ORACLE_STATS_FILE, OracleStats, run_tofu
 
 SUITES = ("tofu", "related", "muse", "lm_eval")
@@ -109,12 +109,13 @@ def evaluate_request(run_dir: str | Path, request: SuiteRequest, model: Any = No
     from ..precision import autocast, resolve_precision
 
     resolve_precision(request.precision)  # a bad name fails before the model loads
-    run = open_run(run_dir, create=False)
+    given_spec = isinstance(model, (str, Path))
+    run = open_run(run_dir, create=given_spec)   # `model=<spec> run=<new folder>`: an evaluation-only run
     model_name = None
-    if model is None or isinstance(model, (str, Path)):
+    if model is None or given_spec:
         from ..models import load_model
 
-        spec = str(model) if model is not None else str(resolve_model_dir(run.path))
+        spec = str(model) if model is not None else _recorded_model(run) or str(resolve_model_dir(run.path))
         model, loaded_tok = load_model(spec)
         tokenizer = tokenizer or loaded_tok
         model_name = spec
@@ -128,7 +129,19 @@ def evaluate_request(run_dir: str | Path, request: SuiteRequest, model: Any = No
     settings = {**settings, "precision": precision}
     write_json(run.eval_dir / f"{request.suite}.json", {"suite": request.suite, "model": model_name,
                                                        "settings": settings, "metrics": metrics})
+    if given_spec and not run.config_path.is_file():
+        # a folder no command made (e.g. a baseline model's): record what was evaluated, last, so `report` lists it
+        # as a finished `evaluate` run and a later `evaluate run=<it>` finds the model again
+        run.write_config(EVALUATE_KIND, {"model": model_name})
     return metrics
+
+
+def _recorded_model(run) -> str | None:
+    """The model spec an evaluation-only run folder recorded (`kind: evaluate`), else None."""
+    if not run.config_path.is_file():
+        return None
+    record = run.read_config() or {}
+    return (record.get("config") or {}).get("model") if record.get("kind") == EVALUATE_KIND else None
 
 
 def _run_suite(run, req: SuiteRequest, model, tokenizer, model_name) -> tuple[dict, dict]:

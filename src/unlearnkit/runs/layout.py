@@ -27,9 +27,12 @@ RUN_RECORD_DIRS = (MODEL_DIR, ADAPTER_DIR, CHECKPOINTS_DIR)   # what a run folde
 
 # a command's summary (its presence marks the run finished), by the run's kind: the commands' SUMMARY constants,
 # the demo's extrapolation record and the related-knowledge experiment's files
+# `evaluate` of a given model into a folder no command made writes its config.yaml after the evaluation: there,
+# the record itself marks the run finished
+EVALUATE_KIND = "evaluate"
 SUMMARY_FILES = {"unlearn": "unlearn.json", "finetune": "finetune.json", "reveal": "reveal.json",
                  "extrapolate": "uipe.json", "unlearn_continue": "continue.json",
-                 "experiment/related-knowledge": "results.json"}
+                 "experiment/related-knowledge": "results.json", EVALUATE_KIND: CONFIG_FILE}
 
 # parts of a run folder that are never run folders themselves (`report.collect.find_runs` skips them)
 RUN_PARTS = frozenset({CHECKPOINTS_DIR, MODEL_DIR, ADAPTER_DIR, "reference", EVAL_DIR, PLOTS_DIR, "geffect", "uipe",
