@@ -3,8 +3,10 @@
 #   1. a target: SmolLM2 fine-tuned through a LoRA adapter (rank 32, every linear layer, merged after) on the
 #      shortened forget + retain text; a retain model the same way on the retain text only;
 #   2. NPO and GradDiff unlearning of the forget text from the target (all weights, each method's preset);
-#   3. `evaluate suite=muse` of the target, the retain model and both unlearned models on the same first N rows (PrivLeak against the retain model), then `report`.
-# A rerun skips every phase whose output is there. The corpus is the first N rows of each News file (scripts/muse_e2e_data.py says what it holds and why).
+#   3. `evaluate suite=muse` of the target, the retain model, both unlearned models and the untouched SmolLM2
+#      on the same first N rows (PrivLeak against the retain model), then `report`.
+# A rerun skips every phase whose output is there. The corpus is the first N rows of each News file
+# (scripts/muse_e2e_data.py says what it holds and why).
 # Measured on 2 CPU cores (fp32, no avx512_bf16), N=10: README "MUSE" quotes the phase times.
 # Usage: scripts/muse_e2e_smollm2.sh OUT_DIR [N=10] [FINETUNE_EPOCHS=10] [UNLEARN_STEPS=32] [UNLEARN_LR=5e-5]
 set -euo pipefail
@@ -30,6 +32,7 @@ EVAL="suite=muse corpus=news limit=$N"
 done_eval() { [ -f "$OUT/$1/eval/muse.json" ]; }
 done_eval retain || $UK evaluate run="$OUT/retain" $EVAL save_oracle_stats=true
 for r in target npo grad_diff; do done_eval $r || $UK evaluate run="$OUT/$r" $EVAL oracle="$OUT/retain"; done
+done_eval base || $UK evaluate model=default run="$OUT/base" $EVAL oracle="$OUT/retain"   # the untouched SmolLM2
 T3=$(date +%s)
-$UK report "$OUT/target" "$OUT/retain" "$OUT/npo" "$OUT/grad_diff" out="$OUT/report" title="MUSE-News, SmolLM2-135M, CPU"
+$UK report "$OUT/base" "$OUT/target" "$OUT/retain" "$OUT/npo" "$OUT/grad_diff" out="$OUT/report" title="MUSE-News, SmolLM2-135M, CPU"
 echo "[e2e] fine-tune $((T1-T0)) s, unlearn $((T2-T1)) s, evaluate $((T3-T2)) s"
