@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from unlearn_step import load
+from unlearn_step import objective_step_setup
 
 GROUPS = {  # operator name → group; first match wins, in this order
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul"),
@@ -39,22 +39,7 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from unlearnkit.data.collate import PromptFormat, QADataset, pad_batch
-    from unlearnkit.data.specs import load_records
-    from unlearnkit.objectives import CachedReference, FrozenModelReference, UnlearnBatch, build_objective
-    from unlearnkit.train.reference_cache import compute_table
-
-    model, tok, records, source, name = load(args.tiny)
-    ds = QADataset(records, tok, PromptFormat())
-    other = QADataset(load_records("tofu:retain90") if source.startswith("tofu") else records[::-1], tok, PromptFormat())
-    objective = build_objective(args.method, {} if args.method == "ga" else {"retain": "nll"})
-    batch = UnlearnBatch(forget=pad_batch([ds[i] for i in range(args.batch)], tok.pad_token_id),
-                         retain=pad_batch([other[i] for i in range(args.batch)], tok.pad_token_id)
-                         if objective.needs_retain else None)
-    ref = None
-    if objective.needs_reference:
-        ref = CachedReference(forget=compute_table(FrozenModelReference(model), ds, "forget", tok.pad_token_id, 16,
-                                                   "cpu", "fp32"))
+    model, objective, batch, ref, _, name = objective_step_setup(args.tiny, args.method, args.batch)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
 

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from unlearn_step import load
+from unlearn_step import objective_step_setup
 
 
 def main() -> None:
@@ -29,25 +29,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="forget rows (and retain rows) per step")
     args = ap.parse_args()
 
-    from unlearnkit.data.collate import PromptFormat, QADataset, pad_batch
     from unlearnkit.label_logprobs import row_packing
-    from unlearnkit.objectives import CachedReference, FrozenModelReference, UnlearnBatch, build_objective
-    from unlearnkit.train.reference_cache import compute_table
 
-    model, tok, records, source, name = load(args.tiny)
-    ds = QADataset(records, tok, PromptFormat())
-    forget = pad_batch([ds[i] for i in range(args.batch)], tok.pad_token_id)
-    from unlearnkit.data.specs import load_records
-
-    other = QADataset(load_records("tofu:retain90") if source.startswith("tofu") else records[::-1], tok, PromptFormat())
-    retain = pad_batch([other[i] for i in range(args.batch)], tok.pad_token_id)
-    objective = build_objective(args.method, {} if args.method == "ga" else {"retain": "nll"})
-    ref = None
-    if objective.needs_reference:
-        table = compute_table(FrozenModelReference(model), ds, "forget", tok.pad_token_id, 16, "cpu", "fp32")
-        ref = CachedReference(forget=table)
-    batch = UnlearnBatch(forget=forget, retain=retain if objective.needs_retain else None)
-    parts = [forget] + ([retain] if batch.retain is not None else [])
+    model, objective, batch, ref, source, name = objective_step_setup(args.tiny, args.method, args.batch)
+    parts = [p for p in (batch.forget, batch.retain) if p is not None]
     real = sum(int(p["attention_mask"].sum()) for p in parts)
     cells = sum(p["attention_mask"].numel() for p in parts)
     print(f"model {name}, data {source}, {args.method}: {len(parts)} batch(es) of {args.batch} rows, {real} tokens "

@@ -53,6 +53,30 @@ def load(tiny: bool):
     return model, tok, records, source, name
 
 
+
+def objective_step_setup(tiny: bool, method: str, batch: int):
+    """What `row_packing.py` and `profile_step.py` time: `load`'s model and forget rows, `method` with the NLL retain
+    term (GA: none) on as many TOFU retain90 rows (without local TOFU: the forget rows reversed), the cached
+    reference where the objective needs one. Returns (model, objective, UnlearnBatch, reference or None, source, name)."""
+    from unlearnkit.data.collate import PromptFormat, QADataset, pad_batch
+    from unlearnkit.data.specs import load_records
+    from unlearnkit.objectives import CachedReference, FrozenModelReference, UnlearnBatch, build_objective
+    from unlearnkit.train.reference_cache import compute_table
+
+    model, tok, records, source, name = load(tiny)
+    ds = QADataset(records, tok, PromptFormat())
+    other = QADataset(load_records("tofu:retain90") if source.startswith("tofu") else records[::-1], tok, PromptFormat())
+    objective = build_objective(method, {} if method == "ga" else {"retain": "nll"})
+    rows = UnlearnBatch(forget=pad_batch([ds[i] for i in range(batch)], tok.pad_token_id),
+                        retain=pad_batch([other[i] for i in range(batch)], tok.pad_token_id)
+                        if objective.needs_retain else None)
+    ref = None
+    if objective.needs_reference:
+        ref = CachedReference(forget=compute_table(FrozenModelReference(model), ds, "forget", tok.pad_token_id, 16,
+                                                   "cpu", "fp32"))
+    return model, objective, rows, ref, source, name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny from-scratch model instead of SmolLM2-135M")

@@ -39,25 +39,24 @@ _PACK = [True]
 
 
 @contextlib.contextmanager
+def _switched(cell: list, enabled: bool):
+    """Set a module switch (`_ENABLED`, `_PACK`) within the block, restoring it after."""
+    before = cell[0]
+    cell[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        cell[0] = before
+
+
 def label_head(enabled: bool):
     """Within the block, `answer_logprobs` uses the label-position head only if `enabled` (default: on)."""
-    before = _ENABLED[0]
-    _ENABLED[0] = bool(enabled)
-    try:
-        yield
-    finally:
-        _ENABLED[0] = before
+    return _switched(_ENABLED, enabled)
 
 
-@contextlib.contextmanager
 def row_packing(enabled: bool):
     """Within the block, `label_nll` packs padded batches into one row only if `enabled` (default: on)."""
-    before = _PACK[0]
-    _PACK[0] = bool(enabled)
-    try:
-        yield
-    finally:
-        _PACK[0] = before
+    return _switched(_PACK, enabled)
 
 
 def packing_pays(config, n_real: int, rows: int, width: int) -> bool:

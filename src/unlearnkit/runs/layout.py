@@ -25,11 +25,11 @@ ADAPTER_DIR = "adapter"
 FINAL_MODEL_DIRS = (MODEL_DIR, ADAPTER_DIR)   # where a run's final weights land, in the order readers look
 RUN_RECORD_DIRS = (MODEL_DIR, ADAPTER_DIR, CHECKPOINTS_DIR)   # what a run folder holds that no output may replace
 
-# a command's summary (its presence marks the run finished), by the run's kind: the commands' SUMMARY constants,
-# the demo's extrapolation record and the related-knowledge experiment's files
 # `evaluate` of a given model into a folder no command made writes its config.yaml after the evaluation: there,
 # the record itself marks the run finished
 EVALUATE_KIND = "evaluate"
+# a command's summary (its presence marks the run finished), by the run's kind: the commands' SUMMARY constants,
+# the demo's extrapolation record and the related-knowledge experiment's files
 SUMMARY_FILES = {"unlearn": "unlearn.json", "finetune": "finetune.json", "reveal": "reveal.json",
                  "extrapolate": "uipe.json", "unlearn_continue": "continue.json",
                  "experiment/related-knowledge": "results.json", EVALUATE_KIND: CONFIG_FILE}
