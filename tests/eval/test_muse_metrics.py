@@ -59,15 +59,9 @@ def test_privleak_sign_and_value_from_min_k_auc():
 
 
 def test_stop_on_strings_is_per_row(tiny_tokenizer):
-    import torch
-
     from unlearnkit.eval.generation import StopOnStrings
 
     tok = tiny_tokenizer
-    prompt = tok("Question: Who?\nAnswer:")["input_ids"]
     gen = [tok(" Alice\n\nQuestion", add_special_tokens=False)["input_ids"],
-           tok(" Alice Smith", add_special_tokens=False)["input_ids"]]
-    width = max(map(len, gen))  # a finished row is padded while the others go on
-    ids = torch.tensor([prompt + g + [tok.pad_token_id] * (width - len(g)) for g in gen])
-    stop = StopOnStrings(tok, KNOWMEM_STOPS, prompt_len=len(prompt))
-    assert stop(ids, None).tolist() == [True, False]
+           tok(" Alice Smith", add_special_tokens=False)["input_ids"]]  # rows of different lengths
+    assert StopOnStrings(tok, KNOWMEM_STOPS)(gen) == [True, False]
