@@ -18,6 +18,7 @@ import torch
 from ..data.collate import IGNORE, PromptFormat, encode_qa, pad_batch
 from ..data.records import QARecord
 from ..logprobs import answer_index, answer_window_forward, label_logprobs
+from . import prefix_sharing
 
 FIELDS = ("answer", "paraphrased", "perturbed")
 
@@ -130,10 +131,12 @@ def _gathered_scores(logits: torch.Tensor, labels: torch.Tensor, token_stats: bo
 
 @torch.no_grad()
 def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int = 32,
-                   groups: Sequence[Sequence[int]] | None = None, token_stats: bool = False) -> list[TokenScores]:
+                   groups: Sequence[Sequence[int]] | None = None, token_stats: bool = False,
+                   share_prompts: bool = True) -> list[TokenScores]:
     """Score pre-encoded sequences (`input_ids`, `labels`) in right-padded batches of ≤ `batch_size` sequences
     (a group larger than that gets its own batch). Returns one `TokenScores` per feature, in input order.
-    The LM head runs only from the batch's first answer position on (`answer_window_forward`)."""
+    The LM head runs only from the batch's first answer position on (`answer_window_forward`); with
+    `share_prompts`, sequences of one batch that start with the same prompt run it once (`prefix_sharing`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be ≥ 1")
     groups = [[i] for i in range(len(features))] if groups is None else groups
@@ -141,12 +144,16 @@ def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    share_prompts = share_prompts and prefix_sharing.full_attention_only(model)
     out: list[TokenScores | None] = [None] * len(features)
     try:
         for idx in _pack(groups, lengths, batch_size):
-            batch = pad_batch([features[i] for i in idx], pad_id, "right")
-            batch = {k: v.to(device) for k, v in batch.items()}
-            outputs, labels = answer_window_forward(model, batch)
+            feats = [features[i] for i in idx]
+            shared = prefix_sharing.shared_prefix_forward(model, feats, pad_id) if share_prompts else None
+            if shared is None:
+                batch = {k: v.to(device) for k, v in pad_batch(feats, pad_id, "right").items()}
+                shared = answer_window_forward(model, batch)
+            outputs, labels = shared
             counts, got, label_ids = _gathered_scores(outputs.logits, labels, token_stats)
             del outputs
             start = 0
@@ -163,9 +170,11 @@ def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int
 
 
 def score_records(model, tokenizer, records: Sequence[QARecord], fmt: PromptFormat | None = None, *,
-                  fields: Sequence[str] = FIELDS, batch_size: int = 32, token_stats: bool = False) -> list[RecordScores]:
+                  fields: Sequence[str] = FIELDS, batch_size: int = 32, token_stats: bool = False,
+                  share_prompts: bool = True) -> list[RecordScores]:
     """Teacher-forced scores of each record's `answer`, `paraphrased_answer` and `perturbed_answers`
-    (whichever of `fields` the record has), all sequences of one record in one batch."""
+    (whichever of `fields` the record has), all sequences of one record in one batch, its prompt run once
+    (`share_prompts`, see `score_features`)."""
     bad = set(fields) - set(FIELDS)
     if bad:
         raise ValueError(f"fields={list(fields)}: unknown {sorted(bad)}; available: {FIELDS}")
@@ -187,7 +196,7 @@ def score_records(model, tokenizer, records: Sequence[QARecord], fmt: PromptForm
             feats.append(encode_feature(tokenizer, rec.question, text, fmt))
             slots.append((r_i, name))
         groups.append(grp)
-    scores = score_features(model, feats, tokenizer.pad_token_id, batch_size, groups, token_stats)
+    scores = score_features(model, feats, tokenizer.pad_token_id, batch_size, groups, token_stats, share_prompts)
     out = [RecordScores() for _ in records]
     for (r_i, name), sc in zip(slots, scores):
         if name == "perturbed":
