@@ -29,8 +29,23 @@ def _spread(rows, tok):
     return len({r.index(tok) + 1 if tok in r else len(r) for r in rows})
 
 
+class _WriteOnce(list):
+    """The decoder's results: each prompt's row is written exactly once (a finished slot that keeps decoding until
+    it is refilled must never write again)."""
+
+    def __setitem__(self, i, value):
+        assert super().__getitem__(i) is None, f"row {i} written twice"
+        super().__setitem__(i, value)
+
+
+def _decoder(model, tok, prompts, new, eos=None, batch_size=None, refill=True):
+    decoder = PoolDecoder(model, prompts, tok.pad_token_id, new, batch_size or len(prompts), eos, refill=refill)
+    decoder.out = _WriteOnce(decoder.out)
+    return decoder
+
+
 def _pool(model, tok, prompts, new, eos=None, batch_size=None, refill=True):
-    return PoolDecoder(model, prompts, tok.pad_token_id, new, batch_size or len(prompts), eos, refill=refill).run()
+    return _decoder(model, tok, prompts, new, eos, batch_size, refill).run()
 
 
 @pytest.mark.parametrize("share", [0.25, 1.0])
@@ -77,7 +92,7 @@ def test_refilled_slots_give_each_prompt_its_own_greedy_tokens(tiny_model, tiny_
             calls[_name] += 1
             return _real(self, *a)
         monkeypatch.setattr(decode_pool._Slots, name, counted)
-    decoder = PoolDecoder(tiny_model, ordered, tiny_tokenizer.pad_token_id, 16, 3, eos)
+    decoder = _decoder(tiny_model, tiny_tokenizer, ordered, 16, eos, batch_size=3)
     decoder.longest = 2  # a small buffer (2 · (2 + 16) positions) so that its head is cut off while decoding
     got = decoder.run()
     assert got == _one_by_one(tiny_model, tiny_tokenizer, ordered, 16, eos)
@@ -129,3 +144,17 @@ def test_buffer_cache_places_rows_and_drops_its_head():
     assert layer.get_seq_length() == 2
     assert torch.equal(layer.keys[1], new_k[0]) and torch.equal(layer.values[1], new_v[0])
     assert torch.equal(layer.keys[0], k[0, :, 2:])
+
+
+def test_a_finished_slot_never_writes_again(tiny_model, tiny_tokenizer, prompts, monkeypatch):
+    """A finished slot goes on decoding (its own continuation) until it is refilled or dropped. Made the EOS, a
+    token that comes twice in one row's continuation ends that row at its first occurrence while other rows live
+    on; the slot reaches the second occurrence and must not finish (and write) a second time."""
+    monkeypatch.setattr(decode_pool, "REFILL_SHARE", 1.0)  # keep finished slots in the batch to the end
+    free = _pool(tiny_model, tiny_tokenizer, prompts, 12)
+    found = [(r, t) for r, row in enumerate(free) for t in set(row)
+             if row.count(t) >= 2 and any(t not in other[:row.index(t, row.index(t) + 1) + 1] for other in free)]
+    assert found, "the fixture needs a row that repeats a token"
+    r, t = found[0]
+    got = _pool(tiny_model, tiny_tokenizer, prompts, 12, eos=t)  # _WriteOnce fails on a second write
+    assert got[r] == free[r][:free[r].index(t) + 1]

@@ -144,11 +144,13 @@ class _Slots:
         self.last = nxt if len(slots) == len(self.owner) else self.last.index_put((slots,), nxt)
         ended = set()
         for s, t in zip(slots.tolist(), nxt.tolist()):
+            if self.owner[s] < 0:  # a finished slot waiting for a refill: its token means nothing
+                continue
             self.tokens[s].append(t)
             if t in self.d.eos or len(self.tokens[s]) >= self.d.max_new:
                 ended.add(s)
         if self.d.stop is not None:
-            open_ = [s for s in slots.tolist() if s not in ended]
+            open_ = [s for s in slots.tolist() if s not in ended and self.owner[s] >= 0]
             ended.update(s for s, hit in zip(open_, self.d.stop([self.tokens[s] for s in open_])) if hit)
         for s in ended:
             self.d.out[self.owner[s]] = self.tokens[s]
