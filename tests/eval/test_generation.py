@@ -158,3 +158,10 @@ def test_a_finished_slot_never_writes_again(tiny_model, tiny_tokenizer, prompts,
     r, t = found[0]
     got = _pool(tiny_model, tiny_tokenizer, prompts, 12, eos=t)  # _WriteOnce fails on a second write
     assert got[r] == free[r][:free[r].index(t) + 1]
+
+
+def test_refill_refuses_unsorted_prompts(tiny_model):
+    with pytest.raises(ValueError, match="longest first"):
+        PoolDecoder(tiny_model, [[5, 6], [5, 6, 7]], 0, 4, 1)
+    PoolDecoder(tiny_model, [[5, 6], [5, 6, 7]], 0, 4, 1, refill=False)  # fixed batches take any order
+    PoolDecoder(tiny_model, [[5, 6], [5, 6, 7]], 0, 4, 2)  # one batch: nothing is refilled

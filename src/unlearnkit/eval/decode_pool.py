@@ -179,8 +179,6 @@ class _Slots:
         """Prefill prompts `new` on their own and place their states in free slots, ending at the current length."""
         free = [s for s, o in enumerate(self.owner) if o < 0][:len(new)]
         ids, mask = _left_padded([self.d.prompts[i] for i in new], self.d.pad_id, self.d.device)
-        if ids.shape[1] > self.length:  # longer than anything so far: only when prompts come unsorted
-            raise RuntimeError("refill needs prompts sorted longest first")
         unused = min(min(self.start[s] for s in self.live()), self.length - ids.shape[1])
         if unused > 0:  # keep the width every row attends over (and reads from the cache) as small as it can be
             self.drop_head(unused)
@@ -213,8 +211,8 @@ class PoolDecoder:
     """Greedy continuations of `prompts` (token-id lists) through `batch_size` slots; see the module docstring.
 
     `refill=False` decodes fixed batches in the given order (another tool's batches, for number-for-number
-    comparisons); with `refill=True` the prompts must come longest first (a refilled prompt is aligned to end at
-    the current position, so it must fit before it)."""
+    comparisons); with `refill=True` and more prompts than slots the prompts must come longest first (a refilled
+    prompt is aligned to end at the current position, so it must fit before it)."""
 
     def __init__(self, model, prompts: Sequence[Sequence[int]], pad_id: int, max_new_tokens: int, batch_size: int,
                  eos_id=None, stop: Callable[[list[list[int]]], list[bool]] | None = None, refill: bool = True):
@@ -223,6 +221,8 @@ class PoolDecoder:
         self.eos = {eos_id} if isinstance(eos_id, int) else set(eos_id or [])
         self.device = next(model.parameters()).device
         self.longest = max((len(p) for p in prompts), default=0)
+        if refill and len(prompts) > batch_size and any(len(a) < len(b) for a, b in zip(prompts, prompts[1:])):
+            raise ValueError("PoolDecoder(refill=True) needs the prompts sorted longest first")
         self.keep_logits = {"logits_to_keep": 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
         self.out: list[list[int] | None] = [None] * len(prompts)
 
