@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..data.collate import pad_batch
+
 #: refill (or, with no prompts left, drop) finished slots once this share of the batch has finished; each refill is
 #: one prefill call, each drop one copy of the live rows' cache
 REFILL_SHARE = 0.25
@@ -100,14 +102,8 @@ def new_cache(model, capacity: int):
 
 
 def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        if len(p):
-            ids[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
-            mask[i, width - len(p):] = 1
-    return ids.to(device), mask.to(device)
+    batch = pad_batch([{"input_ids": p} for p in prompts], pad_id, "left")
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
 class _Slots:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..data.collate import IGNORE
+from ..data.collate import IGNORE, pad_batch
 from ..logprobs import supports_logits_to_keep
 
 
@@ -51,17 +51,6 @@ def shared_rows(features: Sequence[dict]) -> tuple[list[tuple[int, ...]], list[i
     return (list(rows), row_of, cuts) if len(rows) < len(features) else None
 
 
-def _padded(seqs: Sequence[Sequence[int]], fill: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), fill, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        where = slice(width - len(s), width) if side == "left" else slice(0, len(s))
-        ids[i, where] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, where] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def shared_prefix_forward(model, features: Sequence[dict], pad_id: int, plan=None):
     """`(outputs, labels)` for `features` (`input_ids`, `labels`), each distinct prefix run once; None when
@@ -74,17 +63,18 @@ def shared_prefix_forward(model, features: Sequence[dict], pad_id: int, plan=Non
         return None
     prefixes, row_of, cuts = plan
     device = next(model.parameters()).device
-    p_ids, p_mask = (t.to(device) for t in _padded(prefixes, pad_id, "left"))
+    pre = pad_batch([{"input_ids": p} for p in prefixes], pad_id, "left")
+    p_ids, p_mask = pre["input_ids"].to(device), pre["attention_mask"].to(device)
     cache = DynamicCache(config=model.config)
     p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
     keep = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}  # no prefix logit is needed
     model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, cache=cache, use_cache=True, **keep)
     rows = torch.tensor(row_of, device=device)
     cache.batch_select_indices(rows)
-    s_ids, s_mask = (t.to(device) for t in _padded([f["input_ids"][c:] for f, c in zip(features, cuts)], pad_id,
-                                                   "right"))
-    labels, _ = _padded([f["labels"][c:] for f, c in zip(features, cuts)], IGNORE, "right")
+    answers = pad_batch([{"input_ids": f["input_ids"][c:], "labels": f["labels"][c:]} for f, c in zip(features, cuts)],
+                        pad_id, "right")
+    s_ids, s_mask, labels = (answers[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
     s_pos = p_mask.sum(-1)[rows, None] + (s_mask.cumsum(-1) - 1).clamp(min=0)
     outputs = model(input_ids=s_ids, attention_mask=torch.cat([p_mask[rows], s_mask], -1), position_ids=s_pos,
                     cache=cache, use_cache=True)
-    return outputs, labels.to(device)
+    return outputs, labels
