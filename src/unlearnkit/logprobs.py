@@ -71,6 +71,17 @@ def supports_logits_to_keep(model) -> bool:
     return bool(check()) if callable(check) else False
 
 
+def full_attention_only(model) -> bool:
+    """Whether every decoder layer of `model` is full attention, so a plain KV cache can be repeated per row,
+    extended and written in place (sliding-window and hybrid layers keep their own caches; a module that is no
+    transformers model has no layer types and counts as not)."""
+    config = getattr(model, "config", None)
+    if not hasattr(config, "get_text_config"):
+        return False
+    config = config.get_text_config(decoder=True)
+    return all(t == "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
+
+
 def answer_window_forward(model, batch: dict, **forward_kwargs):
     """`model_forward` that applies the LM head only from the earliest position whose next label is scored.
 

@@ -14,9 +14,9 @@ up to floating-point ties (the batch it shares a matmul with differs, as it does
 Slot positions in the buffer carry no meaning beyond the mask: keys are stored after the rotary embedding. At each
 refill (and whenever the buffer is full) its unused head, the positions before the oldest live row, is cut off:
 every row attends over, and reads from the cache, the whole width, which costs more than the matmuls on small
-models (a 5.2M Llama's decode step at 32 rows: 6.3 ms at width 20, 16.8 ms at width 400). Models whose layers are not all full
-attention (sliding-window or hybrid caches) keep their own cache: their slots are refilled only when the whole batch
-has finished, i.e. fixed batches.
+models (a 5.2M Llama's decode step at 32 rows: 6.3 ms at width 20, 16.8 ms at width 400). Models whose layers are
+not all full attention (sliding-window or hybrid caches) keep their own cache: their slots are refilled only when
+the whole batch has finished, i.e. fixed batches.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..data.collate import pad_batch
+from ..logprobs import full_attention_only, position_ids_from_mask, supports_logits_to_keep
 
 #: refill (or, with no prompts left, drop) finished slots once this share of the batch has finished; each refill is
 #: one prefill call, each drop one copy of the live rows' cache
@@ -93,12 +94,11 @@ def new_cache(model, capacity: int):
     (sliding-window / hybrid layers keep their own layer types)."""
     from transformers.cache_utils import Cache, DynamicCache
 
-    config = model.config.get_text_config(decoder=True)
-    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    if any(t != "full_attention" for t in types):
+    if not full_attention_only(model):
         return DynamicCache(config=model.config)
     layer = _buffer_layer_class()
-    return Cache(layers=[layer(capacity) for _ in types])
+    layers = model.config.get_text_config(decoder=True).num_hidden_layers
+    return Cache(layers=[layer(capacity) for _ in range(layers)])
 
 
 def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +122,7 @@ class _Slots:
         self.start = [0] * len(first)  # first buffer position of each slot's row
         self.owner, self.tokens = list(first), [[] for _ in first]
         self.alive = torch.ones(len(first), 1, dtype=torch.long, device=d.device)  # 0: finished, position frozen
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        positions = position_ids_from_mask(mask)
         logits = d.forward(ids, mask, positions, self.cache)
         self.positions = positions[:, -1:] + 1
         self.record(torch.arange(len(first), device=d.device), logits)
@@ -179,7 +179,7 @@ class _Slots:
         if unused > 0:  # keep the width every row attends over (and reads from the cache) as small as it can be
             self.drop_head(unused)
         cache = new_cache(self.d.model, ids.shape[1])
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        positions = position_ids_from_mask(mask)
         logits = self.d.forward(ids, mask, positions, cache)
         slots = torch.tensor(free, device=self.d.device)
         for mine, theirs in zip(self.cache.layers, cache.layers):
@@ -219,7 +219,7 @@ class PoolDecoder:
         self.longest = max((len(p) for p in prompts), default=0)
         if refill and len(prompts) > batch_size and any(len(a) < len(b) for a, b in zip(prompts, prompts[1:])):
             raise ValueError("PoolDecoder(refill=True) needs the prompts sorted longest first")
-        self.keep_logits = {"logits_to_keep": 1} if getattr(model, "_supports_logits_to_keep", lambda: False)() else {}
+        self.keep_logits = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
         self.out: list[list[int] | None] = [None] * len(prompts)
 
     def forward(self, ids, mask, positions, cache) -> torch.Tensor:

@@ -21,23 +21,13 @@ from typing import Sequence
 import torch
 
 from ..data.collate import IGNORE, pad_batch
-from ..logprobs import supports_logits_to_keep
+from ..logprobs import position_ids_from_mask, supports_logits_to_keep
 
 
 def prefix_cut(labels: Sequence[int]) -> int:
     """Length of the shareable prefix: the tokens before the last prompt token (0 when nothing is scored)."""
     first = next((t for t, lab in enumerate(labels) if lab != IGNORE), 0)
     return max(first - 1, 0)
-
-
-def full_attention_only(model) -> bool:
-    """A plain cache can be repeated per row and extended; sliding-window and hybrid layers (and modules that are
-    no transformers model) are not shared."""
-    config = getattr(model, "config", None)
-    if not hasattr(config, "get_text_config"):
-        return False
-    config = config.get_text_config(decoder=True)
-    return all(t == "full_attention" for t in getattr(config, "layer_types", None) or ["full_attention"])
 
 
 def shared_rows(features: Sequence[dict]) -> tuple[list[tuple[int, ...]], list[int], list[int]] | None:
@@ -52,13 +42,13 @@ def shared_rows(features: Sequence[dict]) -> tuple[list[tuple[int, ...]], list[i
 
 
 @torch.no_grad()
-def shared_prefix_forward(model, features: Sequence[dict], pad_id: int, plan=None):
+def shared_prefix_forward(model, features: Sequence[dict], pad_id: int):
     """`(outputs, labels)` for `features` (`input_ids`, `labels`), each distinct prefix run once; None when
     nothing is shared (`shared_rows`). `labels` are each feature's labels from its cut on, right-padded with
     IGNORE, aligned with `outputs.logits` as `answer_window_forward`'s are."""
     from transformers.cache_utils import DynamicCache
 
-    plan = plan or shared_rows(features)
+    plan = shared_rows(features)
     if plan is None:
         return None
     prefixes, row_of, cuts = plan
@@ -66,7 +56,7 @@ def shared_prefix_forward(model, features: Sequence[dict], pad_id: int, plan=Non
     pre = pad_batch([{"input_ids": p} for p in prefixes], pad_id, "left")
     p_ids, p_mask = pre["input_ids"].to(device), pre["attention_mask"].to(device)
     cache = DynamicCache(config=model.config)
-    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    p_pos = position_ids_from_mask(p_mask)
     keep = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}  # no prefix logit is needed
     model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, cache=cache, use_cache=True, **keep)
     rows = torch.tensor(row_of, device=device)
@@ -74,7 +64,7 @@ def shared_prefix_forward(model, features: Sequence[dict], pad_id: int, plan=Non
     answers = pad_batch([{"input_ids": f["input_ids"][c:], "labels": f["labels"][c:]} for f, c in zip(features, cuts)],
                         pad_id, "right")
     s_ids, s_mask, labels = (answers[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-    s_pos = p_mask.sum(-1)[rows, None] + (s_mask.cumsum(-1) - 1).clamp(min=0)
+    s_pos = p_mask.sum(-1)[rows, None] + position_ids_from_mask(s_mask)
     outputs = model(input_ids=s_ids, attention_mask=torch.cat([p_mask[rows], s_mask], -1), position_ids=s_pos,
                     cache=cache, use_cache=True)
     return outputs, labels

@@ -17,7 +17,7 @@ import torch
 
 from ..data.collate import IGNORE, PromptFormat, encode_qa, pad_batch
 from ..data.records import QARecord
-from ..logprobs import answer_index, answer_window_forward, label_logprobs
+from ..logprobs import answer_index, answer_window_forward, full_attention_only, label_logprobs
 from . import prefix_sharing
 
 FIELDS = ("answer", "paraphrased", "perturbed")
@@ -144,7 +144,7 @@ def score_features(model, features: Sequence[dict], pad_id: int, batch_size: int
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    share_prompts = share_prompts and prefix_sharing.full_attention_only(model)
+    share_prompts = share_prompts and full_attention_only(model)
     out: list[TokenScores | None] = [None] * len(features)
     try:
         for idx in _pack(groups, lengths, batch_size):
