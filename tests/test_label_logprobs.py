@@ -57,32 +57,35 @@ def test_falls_back_where_the_head_is_not_plain_or_when_switched_off(tiny_model,
     assert not supports_label_head(object())             # not a module (e.g. the G-effect's forward cache)
 
 
+def _count_decoder_calls(model, monkeypatch) -> list:
+    decoder = model.get_decoder()
+    shapes = []
+    monkeypatch.setattr(decoder, "forward", lambda *a, _f=decoder.forward, **k: shapes.append(k["input_ids"].shape)
+                        or _f(*a, **k))
+    return shapes
+
+
+@pytest.mark.parametrize("kind", ["segments", "mask"])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_a_padded_batch_runs_as_one_packed_row_with_the_padded_numbers(tiny_model, tiny_tokenizer, people,
-                                                                       plain_format, side, monkeypatch):
-    """Rows packed back to back (one decoder row, no attention mask, per-row position ids) give the padded pass's
-    log-probs and gradients: no row attends to another."""
-    import unlearnkit.label_logprobs as ll
-    from unlearnkit.label_logprobs import packed_rows, row_packing
+                                                                       plain_format, side, kind, monkeypatch):
+    """Rows packed back to back (one decoder row, per-row position ids) give the padded pass's log-probs and
+    gradients, whether rows are kept apart by attention per row (sdpa) or by a block-diagonal mask."""
+    import unlearnkit.packing as rp
 
-    monkeypatch.setattr(ll, "packing_pays", lambda *a: True)     # the tiny model's sizes alone would not pack
+    monkeypatch.setattr(rp, "packing_pays", lambda *a, **k: True)     # the tiny model's sizes alone would not pack
+    monkeypatch.setattr(rp, "attention_kind", lambda model: kind)
     batch = _batch(tiny_tokenizer, people, plain_format, side, n=6)
-    packed = packed_rows(batch, tiny_model.config)
-    assert packed is not None and packed["input_ids"].shape == (1, int(batch["attention_mask"].sum()))
-    assert packed["position_ids"][0, 0] == 0 and int((packed["position_ids"][0] == 0).sum()) == 6
-    with row_packing(False):
-        assert packed_rows(batch, tiny_model.config) is None
+    with rp.row_packing(False):
+        assert rp.packed_hidden(tiny_model, [batch]) is None
         padded = answer_logprobs(tiny_model, batch)
         (padded.sum.sum() + padded.mean.mean()).backward()
     g_padded = _grads(tiny_model)
     tiny_model.zero_grad(set_to_none=True)
-    decoder = tiny_model.get_decoder()
-    shapes = []
-    monkeypatch.setattr(decoder, "forward", lambda *a, _f=decoder.forward, **k: shapes.append(k["input_ids"].shape)
-                        or _f(*a, **k))
+    shapes = _count_decoder_calls(tiny_model, monkeypatch)
     fast = answer_logprobs(tiny_model, batch)
     (fast.sum.sum() + fast.mean.mean()).backward()
-    assert shapes == [packed["input_ids"].shape]
+    assert shapes == [(1, int(batch["attention_mask"].sum()))]
     assert torch.equal(fast.mask, padded.mask)
     torch.testing.assert_close(fast.token_logprobs, padded.token_logprobs, rtol=1e-5, atol=1e-6)
     # a packed row that leaked attention across rows would move later rows' log-probs far beyond rounding
@@ -91,43 +94,128 @@ def test_a_padded_batch_runs_as_one_packed_row_with_the_padded_numbers(tiny_mode
         torch.testing.assert_close(g_fast[name], g_padded[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_packing_pays_where_the_padding_saved_outweighs_longer_attention():
+def test_rows_kept_apart_per_row_leak_nothing_when_the_split_is_wrong(tiny_model, tiny_tokenizer, people,
+                                                                       plain_format, monkeypatch):
+    """The per-row attention really is what keeps rows apart: attention over the packed row as one causal
+    sequence (what a missing split would do) moves the later rows' log-probs."""
+    import unlearnkit.packing as rp
+
+    from transformers import AttentionInterface
+
+    monkeypatch.setattr(rp, "packing_pays", lambda *a, **k: True)
+    monkeypatch.setattr(rp, "attention_kind", lambda model: "segments")
+    batch = _batch(tiny_tokenizer, people, plain_format, n=6)
+    padded = sequence_logprobs(tiny_model, batch)
+    with torch.no_grad():
+        right = answer_logprobs(tiny_model, batch)
+        n = int(batch["attention_mask"].sum())
+        real = AttentionInterface._global_mapping[rp.SEGMENT_ATTENTION]
+        monkeypatch.setitem(AttentionInterface._global_mapping, rp.SEGMENT_ATTENTION,
+                            lambda *a, packed_lengths=None, **k: real(*a, packed_lengths=(n,), **k))
+        leaked = answer_logprobs(tiny_model, batch)
+    torch.testing.assert_close(right.token_logprobs, padded.token_logprobs, rtol=1e-5, atol=1e-6)
+    assert float((leaked.token_logprobs - padded.token_logprobs).abs().max()) > 1e-2     # rows 2..6 saw rows before
+
+
+@pytest.mark.parametrize("kind", ["segments", "mask"])
+def test_batches_in_one_pass_get_their_own_numbers_from_one_decoder_call(tiny_model, tiny_tokenizer, people,
+                                                                          plain_format, kind, monkeypatch):
+    """`one_pass`: two batches (different widths, one left-padded) scored from one decoder call and one head give
+    each batch's own log-probs and the summed gradients of two separate passes; computed only when asked."""
+    import unlearnkit.packing as rp
+    from unlearnkit.label_logprobs import one_pass
+
+    a = _batch(tiny_tokenizer, people, plain_format, "right", n=5)
+    ds = QADataset(people.records(kinds=("target", "related"))[5:8], tiny_tokenizer, plain_format)
+    b = pad_batch([ds[i] for i in range(len(ds))], tiny_tokenizer.pad_token_id, "left")
+    with rp.row_packing(False):
+        sep_a, sep_b = answer_logprobs(tiny_model, a), answer_logprobs(tiny_model, b)
+        (sep_a.sum.sum() + 2 * sep_b.mean.sum()).backward()
+    g_sep = _grads(tiny_model)
+    tiny_model.zero_grad(set_to_none=True)
+    monkeypatch.setattr(rp, "packing_pays", lambda *a, **k: True)
+    monkeypatch.setattr(rp, "attention_kind", lambda model: kind)
+    shapes = _count_decoder_calls(tiny_model, monkeypatch)
+    with one_pass(tiny_model, [a, None, b]):
+        assert shapes == []                                        # nothing is computed before it is asked for
+        one_a = answer_logprobs(tiny_model, a)
+        one_b = answer_logprobs(tiny_model, b)
+        with torch.no_grad():                                      # another grad mode: its own pass
+            answer_logprobs(tiny_model, b)
+    (one_a.sum.sum() + 2 * one_b.mean.sum()).backward()
+    n_real = int(a["attention_mask"].sum() + b["attention_mask"].sum())
+    assert shapes == [(1, n_real), (1, int(b["attention_mask"].sum()))]
+    for sep, one in ((sep_a, one_a), (sep_b, one_b)):
+        assert torch.equal(sep.mask, one.mask)
+        torch.testing.assert_close(one.token_logprobs, sep.token_logprobs, rtol=1e-5, atol=1e-6)
+    g_one = _grads(tiny_model)
+    for name in g_sep:
+        torch.testing.assert_close(g_one[name], g_sep[name], rtol=1e-4, atol=1e-6, msg=name)
+    with one_pass(tiny_model, [a]):                                # one batch: nothing to share
+        answer_logprobs(tiny_model, a)
+    assert len(shapes) == 3
+
+
+def test_packing_pays_where_the_padding_saved_outweighs_the_attention():
     """SmolLM2-135M's sizes, hand-counted multiply-adds per token: blocks' linear layers 30·(2·576² + 2·576·192
-    + 3·576·1536) = 106,168,320; attention 2·576·30 = 34,560 per position of the row."""
+    + 3·576·1536) = 106,168,320; attention 2·576·30 = 34,560 per (query, key) pair."""
     from types import SimpleNamespace
 
-    from unlearnkit.label_logprobs import packing_pays
+    from unlearnkit.packing import packing_pays
 
     smollm2 = SimpleNamespace(hidden_size=576, num_hidden_layers=30, intermediate_size=1536,
                               num_attention_heads=9, num_key_value_heads=3)
     linear, attention = 106_168_320, 34_560
-    # a TOFU step's batch: 636 real tokens in 8 rows of 95 → 636·(L + 636·A) < 760·(L + 95·A): pack
-    assert 636 * (linear + 636 * attention) < 760 * (linear + 95 * attention)
-    assert packing_pays(smollm2, 636, 8, 95)
-    # two 1024-token windows, a quarter padding: 1536·(L + 1536·A) = 2.45e11 < 2048·(L + 1024·A) = 2.90e11: pack ...
-    assert 1536 * (linear + 1536 * attention) < 2048 * (linear + 1024 * attention)
-    assert packing_pays(smollm2, 1536, 2, 1024)
-    # ... but 8 rows of 512 with 10% padding do not: the packed row's attention costs more than the padding
-    assert 3686 * (linear + 3686 * attention) > 4096 * (linear + 512 * attention)
-    assert not packing_pays(smollm2, 3686, 8, 512)
-    assert not packing_pays(SimpleNamespace(hidden_size=576), 636, 8, 95)          # sizes unknown: never packed
+    # a TOFU batch: rows of 70, 80, 85, 95 real tokens padded to 95
+    rows, width = [70, 80, 85, 95], 95
+    padded = 4 * 95 * (linear + 95 * attention)
+    per_row = 330 * linear + attention * (70**2 + 80**2 + 85**2 + 95**2)
+    square = 330 * linear + attention * 330**2
+    assert per_row < square < padded
+    assert packing_pays(smollm2, rows, [width] * 4, segmented=True)
+    assert packing_pays(smollm2, rows, [width] * 4, segmented=False)
+    # 8 rows of 512 with 10% padding: per-row attention packs them, one masked square would not pay
+    rows = [461] * 8
+    assert 3688 * linear + attention * 8 * 461**2 < 8 * 512 * (linear + 512 * attention) < \
+        3688 * linear + attention * 3688**2
+    assert packing_pays(smollm2, rows, [512] * 8, segmented=True)
+    assert not packing_pays(smollm2, rows, [512] * 8, segmented=False)
+    assert not packing_pays(smollm2, [95, 95], [95, 95], segmented=True)                 # no padding: no gain
+    assert not packing_pays(SimpleNamespace(hidden_size=576), [70, 95], [95, 95], True)   # sizes unknown: never
 
 
 def test_packing_is_skipped_where_it_would_not_pay_or_not_be_exact(tiny_model, tiny_tokenizer, people, plain_format,
                                                                   monkeypatch):
-    import unlearnkit.label_logprobs as ll
-    from unlearnkit.label_logprobs import packed_rows
+    import unlearnkit.packing as rp
 
     batch = _batch(tiny_tokenizer, people, plain_format, n=6)
-    config = tiny_model.config
-    monkeypatch.setattr(ll, "packing_pays", lambda *a: False)
-    assert packed_rows(batch, config) is None                                                 # does not pay
-    monkeypatch.setattr(ll, "packing_pays", lambda *a: True)
-    assert packed_rows(batch, config) is not None
-    assert packed_rows(batch) is None                                                         # no model config
-    assert packed_rows({**batch, "position_ids": batch["attention_mask"].cumsum(-1)}, config) is None  # caller's positions
-    assert packed_rows({k: v[:1] for k, v in batch.items()}, config) is None                  # one row
+    monkeypatch.setattr(rp, "packing_pays", lambda *a, **k: False)
+    assert rp.packed_hidden(tiny_model, [batch]) is None                                      # does not pay
+    monkeypatch.setattr(rp, "packing_pays", lambda *a, **k: True)
+    assert rp.packed_hidden(tiny_model, [batch]) is not None
+    assert rp.packable({**batch, "position_ids": batch["attention_mask"].cumsum(-1)}) is None   # caller's positions
+    assert rp.packable({k: v for k, v in batch.items() if k != "attention_mask"}) is None       # no mask
     odd = {k: v.clone() for k, v in batch.items()}
     row = int(odd["attention_mask"].sum(-1).argmin())
     odd["labels"][row, -1] = 5                                                                # label after padding
-    assert packed_rows(odd, config) is None
+    assert rp.packable(odd) is None
+    assert rp.packed_hidden(tiny_model, [batch, odd]) is None                                  # one unfit: none packed
+
+
+def test_per_row_attention_only_for_sdpa_without_activation_checkpointing(tiny_model):
+    """Checkpointed layers recompute after the packed call has switched the implementation back, so they keep
+    the block-diagonal mask; flash attention reads packed position ids itself."""
+    from unlearnkit.packing import SEGMENT_ATTENTION, attention_kind, segment_attention
+
+    assert tiny_model.config._attn_implementation == "eager" and attention_kind(tiny_model) == "mask"
+    tiny_model.config._attn_implementation = "sdpa"
+    assert attention_kind(tiny_model) == "segments"
+    tiny_model.config._attn_implementation = "flash_attention_2"
+    assert attention_kind(tiny_model) == "varlen"
+    tiny_model.config._attn_implementation = "sdpa"
+    tiny_model.gradient_checkpointing_enable()
+    assert attention_kind(tiny_model) == "mask"
+    tiny_model.gradient_checkpointing_disable()
+    with pytest.raises(RuntimeError, match=SEGMENT_ATTENTION):
+        q = torch.zeros(1, 2, 3, 4)
+        segment_attention(None, q, q, q, None)

@@ -13,106 +13,38 @@ the forward — DDP, DeepSpeed, the G-effect's forward cache — take the usual 
 architecture whose head is a plain linear map of the last hidden state (no logit scaling or soft-capping).
 `label_head(False)` switches the fast path off (for A/B tests and benchmarks).
 
-Padding-free decoder pass (`packed_rows`): when a batch carries enough padding, its rows' real tokens run as
-one row, back to back, with each row's own position ids and no attention mask; transformers then builds a
-block-diagonal causal mask from the position ids (`masking_utils.find_packed_sequence_indices`), so no row sees
-another. The hidden states are put back in the padded layout before the head, so everything after is
-unchanged. About a sixth of a TOFU batch's positions are padding, which the decoder no longer computes; the
-values agree with the padded pass to float rounding (matmuls of other shapes). `packing_pays` decides from the
-model's sizes (attention over one long row can cost more than the padding it saves); `row_packing(False)`
-switches it off. Needs transformers 5.x (this package's floor), whose masks read packed position ids.
+Padding-free decoder passes come from `packing`. Inside `Objective.loss`, `one_pass(model, [forget,
+retain])` lets the batches an objective scores share one decoder pass and one head matmul (computed when the
+first of them is asked for): the weights' gradients are then one matmul each, not two summed.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .logprobs import IGNORE, SequenceLogprobs, position_ids_from_mask, sequence_logprobs
+from .logprobs import IGNORE, SequenceLogprobs, sequence_logprobs
+from . import packing
+from .packing import switched
 
 #: model_type values whose causal-LM logits are `lm_head(decoder(x).last_hidden_state)`, nothing more
 PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 _ENABLED = [True]
-_PACK = [True]
-
-
-@contextlib.contextmanager
-def _switched(cell: list, enabled: bool):
-    """Set a module switch (`_ENABLED`, `_PACK`) within the block, restoring it after."""
-    before = cell[0]
-    cell[0] = bool(enabled)
-    try:
-        yield
-    finally:
-        cell[0] = before
+_SHARE = [True]
 
 
 def label_head(enabled: bool):
     """Within the block, `answer_logprobs` uses the label-position head only if `enabled` (default: on)."""
-    return _switched(_ENABLED, enabled)
+    return switched(_ENABLED, enabled)
 
 
-def row_packing(enabled: bool):
-    """Within the block, `label_nll` packs padded batches into one row only if `enabled` (default: on)."""
-    return _switched(_PACK, enabled)
-
-
-def packing_pays(config, n_real: int, rows: int, width: int) -> bool:
-    """Whether one packed row of `n_real` tokens costs fewer multiply-adds than `rows` padded rows of `width`.
-
-    Per token, the blocks' linear layers cost the same either way, but attention reads every position of its
-    row: 2·d per layer and position, in both layouts over the whole (masked) square. So packing saves the padding's
-    linear work and pays attention over a longer row: worth it for short rows with much padding, not for long
-    ones (SmolLM2, TOFU batches of 4 + 4 with 16% padding: a 7–8% faster step, measured). A config without the
-    sizes this needs is never packed."""
-    try:
-        d, layers, ffn = int(config.hidden_size), int(config.num_hidden_layers), int(config.intermediate_size)
-        kv = d * int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads) // int(
-            config.num_attention_heads)
-    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
-        return False
-    linear = layers * (2 * d * d + 2 * d * kv + 3 * d * ffn)
-    attention = 2 * d * layers
-    return n_real * (linear + attention * n_real) < rows * width * (linear + attention * width)
-
-
-def packed_rows(batch: dict, config=None) -> dict | None:
-    """The batch's real tokens as one row (`input_ids`, `position_ids`, `real`: where they sit in the padded
-    batch), or None when packing would not pay (`packing_pays` with the model's `config`) or not be exact: no
-    mask, one row, the caller's own position ids, or a label read from a padding position's hidden state."""
-    mask = batch.get("attention_mask")
-    if not _PACK[0] or config is None or mask is None or batch.get("position_ids") is not None or mask.shape[0] < 2:
-        return None
-    real = mask.bool()
-    if not packing_pays(config, int(real.sum()), *real.shape):
-        return None
-    labelled = batch["labels"][:, 1:] != IGNORE
-    if bool((labelled & ~real[:, :-1]).any()):
-        return None
-    return {"input_ids": batch["input_ids"][real].unsqueeze(0),
-            "position_ids": position_ids_from_mask(mask)[real].unsqueeze(0), "real": real}
-
-
-def decoder_hidden(model, batch: dict) -> torch.Tensor:
-    """The decoder's last hidden states (B, T, d) of a padded batch, from one packed row where that pays.
-
-    Position ids come from the attention mask (as `logprobs.model_forward`), so left padding is handled
-    unless the batch brings its own `position_ids`; padding positions of a packed batch hold zeros."""
-    decoder = model.get_decoder()
-    packed = packed_rows(batch, getattr(model, "config", None))
-    if packed is not None:
-        hidden = decoder(input_ids=packed["input_ids"], attention_mask=None, position_ids=packed["position_ids"],
-                         use_cache=False).last_hidden_state[0]
-        real = packed["real"]
-        return hidden.new_zeros(*real.shape, hidden.shape[-1]).masked_scatter(real.unsqueeze(-1), hidden)
-    mask = batch.get("attention_mask")
-    position_ids = batch.get("position_ids")
-    if position_ids is None and mask is not None:
-        position_ids = position_ids_from_mask(mask)
-    return decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
-                   use_cache=False).last_hidden_state
+def shared_passes(enabled: bool):
+    """Within the block, `one_pass` shares one decoder pass among its batches only if `enabled` (default: on)."""
+    return switched(_SHARE, enabled)
 
 
 def supports_label_head(model) -> bool:
@@ -131,12 +63,74 @@ def supports_label_head(model) -> bool:
 
 
 def label_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll, keep): fp32 next-token NLL at the N label positions (shape (N,)), and where they are ((B, T-1) bool)."""
-    hidden = decoder_hidden(model, batch)
-    target = batch["labels"][:, 1:]
-    keep = target != IGNORE
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])          # [N, V], N = label positions
-    return F.cross_entropy(logits.float(), target[keep], reduction="none"), keep
+    """(nll, keep): fp32 next-token NLL at the N label positions (shape (N,)), and where they are ((B, T-1) bool).
+
+    Read from the enclosing `one_pass` when it holds `batch` for `model` (computed with the same grad mode)."""
+    shared = _shared_pass_for(model, batch)
+    if shared is not None:
+        return shared.result(batch)
+    return label_nll_many(model, [batch])[0]
+
+
+def label_nll_many(model, batches: Sequence[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`label_nll` of each batch, from one decoder pass (`packing.packed_hidden`, else a padded pass each) and one head
+    matmul over all their label positions."""
+    hiddens = packing.packed_hidden(model, batches) if len(batches) > 1 else None
+    if hiddens is None:
+        hiddens = [packing.decoder_hidden(model, b) for b in batches]
+    targets = [b["labels"][:, 1:] for b in batches]
+    keeps = [t != IGNORE for t in targets]
+    states = torch.cat([h[:, :-1][k] for h, k in zip(hiddens, keeps)])
+    logits = model.get_output_embeddings()(states)                              # [N, V], N = label positions
+    nll = F.cross_entropy(logits.float(), torch.cat([t[k] for t, k in zip(targets, keeps)]), reduction="none")
+    return list(zip(nll.split([int(k.sum()) for k in keeps]), keeps))
+
+
+@dataclass
+class _SharedPass:
+    """The batches of one `one_pass` block and, once the first is asked for, all their `label_nll`s."""
+
+    model: object
+    batches: list
+    grad: bool | None = None
+    results: list = field(default_factory=list)
+
+    def holds(self, model, batch) -> bool:
+        return model is self.model and any(b is batch for b in self.batches)
+
+    def result(self, batch):
+        if not self.results:
+            self.grad = torch.is_grad_enabled()
+            self.results = label_nll_many(self.model, self.batches)
+        return self.results[next(i for i, b in enumerate(self.batches) if b is batch)]
+
+
+_SHARED: list[_SharedPass] = []
+
+
+def _shared_pass_for(model, batch) -> _SharedPass | None:
+    for shared in reversed(_SHARED):
+        if shared.holds(model, batch) and shared.grad in (None, torch.is_grad_enabled()):
+            return shared
+    return None
+
+
+@contextlib.contextmanager
+def one_pass(model, batches: Sequence[dict | None]):
+    """Within the block, `answer_logprobs(model, b)` for the given batches (None ones are skipped) comes from one
+    decoder pass and one head over all of them, computed when the first is asked for (never, if none is).
+
+    Does nothing for fewer than two batches or where the label-position head does not apply. A request made
+    with another grad mode than the pass was computed in runs on its own."""
+    batches = [b for b in batches if b is not None]
+    if len(batches) < 2 or not (_SHARE[0] and _ENABLED[0] and supports_label_head(model)):
+        yield
+        return
+    _SHARED.append(_SharedPass(model, batches))
+    try:
+        yield
+    finally:
+        _SHARED.pop()
 
 
 def answer_logprobs(model, batch: dict) -> SequenceLogprobs:

@@ -55,6 +55,27 @@ def test_declared_needs_are_the_calls_a_loss_makes(name, params, theta_ini, ref_
     assert objective.needs_reference == bool(rec.calls)
 
 
+@pytest.mark.parametrize("name,params", VARIANTS, ids=[f"{n}-{p}" for n, p in VARIANTS])
+def test_declared_scored_parts_are_the_parts_a_loss_scores(name, params, theta_ini, ref_model, batch, monkeypatch):
+    """`Objective.scored_parts` (which batches share one decoder pass) names exactly the parts a real loss
+    scores with the label-position head under the trained model."""
+    import unlearnkit.label_logprobs as ll
+
+    objective = build_objective(name, params)
+    parts = {id(getattr(batch, p)): p for p in ("forget", "retain", "idk") if getattr(batch, p) is not None}
+    seen, real = [], ll.label_nll
+
+    def spy(model, b):
+        if model is theta_ini:
+            seen.append(parts[id(b)])
+        return real(model, b)
+
+    monkeypatch.setattr(ll, "label_nll", spy)
+    with torch.no_grad():
+        objective.loss(theta_ini, batch, _Recording(ref_model))
+    assert set(objective.scored_parts()) == set(seen)
+
+
 def test_tables_serve_log_probs_and_a_model_serves_the_rest(theta_ini, ref_model, batch, collate_fn, datasets):
     npo = build_objective("npo", {"retain": "kl"})
     assert cached_splits(npo) == ["forget"] and cached_splits(build_objective("idk_dpo")) == ["forget", "idk"]

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from unlearnkit.label_logprobs import label_head, packed_rows, row_packing
+from unlearnkit.label_logprobs import label_head
+from unlearnkit.packing import packed_hidden, row_packing
 
 
 def _losses(run, keys):
@@ -20,17 +21,17 @@ def test_unlearning_losses_equal_with_and_without_the_fast_paths(theta_ini, tmp_
     """Per-step losses of a 3-step run (each step's weights depend on the previous ones) within 1e-5 relative."""
     from unlearnkit.train.unlearn import UnlearnConfig, unlearn
 
-    import unlearnkit.label_logprobs as ll
+    import unlearnkit.packing as packing
 
     packed = []
 
-    def spy(batch, config=None):
-        rows = packed_rows(batch, config)
-        packed.append(rows is not None)
-        return rows
+    def spy(model, batches):
+        hidden = packed_hidden(model, batches)
+        packed.append(len(batches) if hidden is not None else 0)
+        return hidden
 
-    monkeypatch.setattr(ll, "packed_rows", spy)
-    monkeypatch.setattr(ll, "packing_pays", lambda *a: True)       # the tiny model's sizes alone would not pack
+    monkeypatch.setattr(packing, "packed_hidden", spy)
+    monkeypatch.setattr(packing, "packing_pays", lambda *a, **k: True)   # the tiny model's sizes alone would not pack
     logs = {}
     for enabled in (True, False):
         run = tmp_path / f"{method}-{enabled}"
@@ -42,7 +43,7 @@ def test_unlearning_losses_equal_with_and_without_the_fast_paths(theta_ini, tmp_
             unlearn(cfg)
         logs[enabled] = _losses(run, ("loss", "forget_loss", "retain_loss"))
     assert len(logs[True]) == 3
-    assert any(packed)                                              # the runs' padded batches did run packed
+    assert 2 in packed                          # forget and retain batches ran packed, in one decoder pass
     for on, off in zip(logs[True], logs[False]):
         assert on == pytest.approx(off, rel=1e-5)
     assert logs[True][0] != logs[True][-1]

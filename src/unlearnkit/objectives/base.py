@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
+from ..label_logprobs import one_pass
 from ..logprobs import SequenceLogprobs
 from ..names import did_you_mean
 from .registry import OBJECTIVES
@@ -101,6 +102,10 @@ class Objective:
     #: `objectives.reference.build_reference` turns into cached log-probs, a frozen θ_ini or disabled adapters.
     forget_reference: ClassVar[tuple[str, ...]] = ()
     needs_idk: ClassVar[bool] = False
+    #: the `UnlearnBatch` parts ("forget", "idk") the forget term scores with `answer_logprobs` under the trained
+    #: model; with the retain term's (`RetainTerm.scores_answers`) they share one decoder pass (`one_pass`).
+    #: Declared, not discovered: the objectives' contract test checks it against the calls a real loss makes.
+    scores_answers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ObjectiveConfig | Mapping[str, Any] | None = None):
         if config is None:
@@ -163,18 +168,25 @@ class Objective:
                             f"got {type(batch).__name__}")
         self.check_inputs(retain=batch.retain is not None, idk=batch.idk is not None, reference=ref is not None)
         cfg = self.config
-        forget, extra = self.forget_loss(model, batch, ref)
-        total = cfg.forget_weight * forget
-        logs = {"forget_loss": forget.item()}
-        if self.needs_retain:
-            term = RETAIN_TERMS.get(cfg.retain)
-            retain, retain_extra = term.fn(model, batch.retain, ref, cfg)
-            total = total + cfg.retain_weight * retain
-            logs["retain_loss"] = retain.item()
-            extra = {**extra, **retain_extra}
+        with one_pass(model, [getattr(batch, part) for part in self.scored_parts()]):
+            forget, extra = self.forget_loss(model, batch, ref)
+            total = cfg.forget_weight * forget
+            logs = {"forget_loss": forget.item()}
+            if self.needs_retain:
+                term = RETAIN_TERMS.get(cfg.retain)
+                retain, retain_extra = term.fn(model, batch.retain, ref, cfg)
+                total = total + cfg.retain_weight * retain
+                logs["retain_loss"] = retain.item()
+                extra = {**extra, **retain_extra}
         logs["loss"] = total.item()
         logs.update(extra)
         return total, logs
+
+    def scored_parts(self) -> tuple[str, ...]:
+        """The batch parts `loss` scores with `answer_logprobs` under the trained model: the forget term's
+        `scores_answers`, and "retain" when the retain term scores its answers too."""
+        retain = ("retain",) if self.needs_retain and RETAIN_TERMS.get(self.config.retain).scores_answers else ()
+        return tuple(self.scores_answers) + retain
 
     def forget_loss(self, model, batch: UnlearnBatch, ref) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError(f"{type(self).__name__} must implement forget_loss (src/unlearnkit/objectives/)")

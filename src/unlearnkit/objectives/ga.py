@@ -52,6 +52,7 @@ class GradientAscent(Objective):
 
     Config = GAConfig
     paper = "Jang et al. 2023, arXiv 2210.01504"
+    scores_answers = ("forget",)
 
     def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.forget)

@@ -38,6 +38,7 @@ class IdkNLL(UnweightedObjective):
     Config = ObjectiveConfig
     paper = "Maini et al. 2024 (TOFU), arXiv 2401.06121"
     needs_idk = True
+    scores_answers = ("idk",)
 
     def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.idk)
@@ -61,6 +62,7 @@ class IdkDPO(UnweightedObjective):
     paper = "Rafailov et al. 2023, arXiv 2305.18290; TOFU IdK-DPO (Maini et al. 2024)"
     forget_reference = ("forget_logprobs", "idk_logprobs")
     needs_idk = True
+    scores_answers = ("idk", "forget")
 
     def forget_loss(self, model, batch, ref):
         n_f, n_i = batch.forget["input_ids"].shape[0], batch.idk["input_ids"].shape[0]

@@ -61,6 +61,7 @@ class NPO(Objective):
     Config = NPOConfig
     paper = "Zhang et al. 2024, arXiv 2404.05868"
     forget_reference = ("forget_logprobs",)
+    scores_answers = ("forget",)
 
     def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.forget)
@@ -90,6 +91,7 @@ class SimNPO(Objective):
 
     Config = SimNPOConfig
     paper = "Fan et al. 2024, arXiv 2410.07163"
+    scores_answers = ("forget",)
 
     def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.forget)

@@ -34,11 +34,13 @@ from .registry import Registry
 class RetainTerm:
     """`fn(model, retain_batch, ref, config) -> (scalar, logs)`; `reference`: the `ReferenceProvider` methods it
     calls (empty: none); `config_fields`: hyper-parameters it reads from the objective's config (checked at
-    construction)."""
+    construction); `scores_answers`: whether it scores the retain answers with `answer_logprobs` under the trained
+    model (then it shares the forget term's decoder pass, `Objective.scored_parts`)."""
 
     fn: Callable
     reference: tuple[str, ...] = ()
     config_fields: tuple[str, ...] = ()
+    scores_answers: bool = False
 
     @property
     def needs_reference(self) -> bool:
@@ -81,7 +83,7 @@ def _kl_term(model, batch, ref, config):
     return kl_to_reference(logits, ref_logits, batch.get("attention_mask")), {}
 
 
-RETAIN_TERMS.register("nll")(RetainTerm(_nll_term))
+RETAIN_TERMS.register("nll")(RetainTerm(_nll_term, scores_answers=True))
 RETAIN_TERMS.register("kl")(RetainTerm(_kl_term, reference=("retain_logits",)))
 
 

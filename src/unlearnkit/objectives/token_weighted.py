@@ -64,6 +64,7 @@ class WGA(Objective):
 
     Config = WGAConfig
     paper = "Wang et al. 2025 (G-effect), arXiv 2502.19301"
+    scores_answers = ("forget",)
 
     def forget_loss(self, model, batch, ref):
         slp = answer_logprobs(model, batch.forget)
@@ -95,6 +96,7 @@ class TNPO(Objective):
     Config = TNPOConfig
     paper = "Wang et al. 2025 (G-effect), arXiv 2502.19301"
     forget_reference = ("forget_logprobs",)
+    scores_answers = ("forget",)
 
     def token_weights(self, slp, forget: dict, ref) -> torch.Tensor:
         """The TNPO (or WTNPO) weight of every answer token of `forget`, against the reference's log-probs."""
