@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="forget rows (and retain rows) per step")
     args = ap.parse_args()
 
+    from unlearnkit.allocator import keep_freed_memory
+
+    keep_freed_memory()                  # as the `unlearnkit` command does: no page faults on each step's tensors
     model, objective, batch, ref, source, name = objective_step_setup(args.tiny, args.method, args.batch)
     parts = [p for p in (batch.forget, batch.retain) if p is not None]
     real = sum(int(p["attention_mask"].sum()) for p in parts)

@@ -351,7 +351,11 @@ def related_knowledge_cmd(overrides: Optional[List[str]] = Overrides, config: Op
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point. The process keeps freed memory for reuse (`allocator.keep_freed_memory`: no page
+    faults on every step's new tensors; `UNLEARNKIT_KEEP_FREED_MEMORY=0` to opt out)."""
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()
     app(args=argv if argv is not None else sys.argv[1:], standalone_mode=True)
 
 
