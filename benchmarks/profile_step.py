@@ -39,6 +39,9 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
+    from unlearnkit.allocator import keep_freed_memory
+
+    keep_freed_memory()                  # as the `unlearnkit` command does: no page faults on each step's tensors
     model, objective, batch, ref, _, name = objective_step_setup(args.tiny, args.method, args.batch)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
