@@ -219,3 +219,36 @@ def test_per_row_attention_only_for_sdpa_without_activation_checkpointing(tiny_m
     with pytest.raises(RuntimeError, match=SEGMENT_ATTENTION):
         q = torch.zeros(1, 2, 3, 4)
         segment_attention(None, q, q, q, None)
+
+
+def test_per_row_attention_keeps_a_sliding_window(tiny_tokenizer, people, plain_format, monkeypatch):
+    """A Mistral whose window (4) is shorter than its rows: packed rows with per-row attention give the padded
+    pass's log-probs, which differ from full causal attention's (so the window really is applied)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    import unlearnkit.packing as rp
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=4,
+                           pad_token_id=tiny_tokenizer.pad_token_id, attn_implementation="sdpa")
+    model = MistralForCausalLM(config).eval()
+    batch = _batch(tiny_tokenizer, people, plain_format, n=4)
+    assert int(batch["attention_mask"].sum(-1).min()) > 4
+    with rp.row_packing(False):
+        padded = answer_logprobs(model, batch)
+    monkeypatch.setattr(rp, "packing_pays", lambda *a, **k: True)
+    assert rp.attention_kind(model) == "segments"
+    packed = answer_logprobs(model, batch)
+    torch.testing.assert_close(packed.token_logprobs, padded.token_logprobs, rtol=1e-5, atol=1e-6)
+    model.config.sliding_window = None
+    with rp.row_packing(False):
+        full = answer_logprobs(model, batch)
+    assert float((full.token_logprobs - padded.token_logprobs).abs().max()) > 1e-3
+
+
+def test_sliding_causal_mask_by_hand():
+    from unlearnkit.packing import sliding_causal_mask
+
+    want = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(sliding_causal_mask(4, 2)[0, 0], want)

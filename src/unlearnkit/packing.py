@@ -68,14 +68,28 @@ def segment_attention(module, query, key, value, attention_mask, dropout: float 
     """Causal sdpa over each packed row's own slice of the sequence (`packed_lengths` tokens each, in order).
 
     Same signature and output as transformers' `sdpa_attention_forward`, which runs each slice (GQA
-    included). `attention_mask` is None here: no mask is built for this implementation."""
+    included). `attention_mask` is None here: no mask is built for this implementation. A sliding-window layer
+    (`sliding_window` in the layer's kwargs) gets that window's mask on rows longer than it."""
     if packed_lengths is None:
         raise RuntimeError(f"attention implementation {SEGMENT_ATTENTION!r} runs only on packed rows "
                            f"(unlearnkit.packing passes their lengths)")
     lengths = list(packed_lengths)
-    outputs = [sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True)[0]
-               for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+    window = kwargs.get("sliding_window")              # Mistral / Qwen sliding-window layers pass theirs
+    outputs = []
+    for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2)):
+        n = q.shape[2]
+        mask = sliding_causal_mask(n, window, q.device) if window is not None and n > window else None
+        outputs.append(sdpa_attention_forward(module, q, k, v, mask, dropout=dropout, scaling=scaling,
+                                              is_causal=mask is None)[0])
     return torch.cat(outputs, dim=1), None
+
+
+def sliding_causal_mask(n: int, window: int, device=None) -> torch.Tensor:
+    """(1, 1, n, n) bool, True where query i may see key j: j <= i and i - j < `window` (transformers' sliding
+    window), for a row longer than its layer's window."""
+    i = torch.arange(n, device=device)
+    offset = i[:, None] - i[None, :]
+    return ((offset >= 0) & (offset < window))[None, None]
 
 
 AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
