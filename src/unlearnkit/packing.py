@@ -9,19 +9,19 @@ shapes; tested, gradients too).
 No row may attend to another. How that is kept decides what a packed row costs:
 * sdpa (the CPU default): each row's attention runs on its own, `is_causal`, on its slice of the packed
   queries, keys and values (`segment_attention`, registered with transformers' `AttentionInterface` and
-  switched on only for the packed call). Attention then costs what the padded rows' does, less the padding,
-  and no mask is built;
+  switched on only for the packed call; a sliding-window layer's rows get that window's mask). Attention then
+  costs what the padded rows' does, less the padding, and no mask is built;
 * flash attention: transformers reads the packed position ids itself (variable-length kernels);
-* anything else (eager attention, or sdpa under gradient checkpointing, whose recomputation would run after
+* anything else (eager attention, or sdpa under activation checkpointing, whose recomputation would run after
   the switch is undone): transformers builds a block-diagonal causal mask from the position ids
   (`masking_utils.find_packed_sequence_indices`), and attention covers the whole packed square.
 `packing_pays` weighs the padding saved against that attention from the model's sizes.
 
-Several batches can share one pass (`packed_hidden(model, [forget, retain])`): the weights' gradients are then
-one matmul each instead of two summed, and each matmul is larger (a 9% faster GradDiff step on SmolLM2,
-measured). `row_packing(False)` switches packing off, `per_row_attention(False)` the per-row attention (for A/B
-tests and benchmarks). Needs transformers 5.x
-(this package's floor), whose masks read packed position ids.
+Several batches can share one pass (`packed_hidden(model, [forget, retain])`, used by `label_logprobs.one_pass`):
+the weights' gradients are then one matmul each instead of two summed, and each matmul is larger. On a SmolLM2
+GradDiff step (`benchmarks/row_packing.py`): masked 2.49 s, per-row 2.33 s, per-row in one pass 2.10 s.
+`row_packing(False)` switches packing off, `per_row_attention(False)` the per-row attention (for A/B tests and
+benchmarks). Needs transformers 5.x (this package's floor), whose masks read packed position ids.
 """
 from __future__ import annotations
 
