@@ -202,9 +202,9 @@ def test_packing_is_skipped_where_it_would_not_pay_or_not_be_exact(tiny_model, t
     assert rp.packed_hidden(tiny_model, [batch, odd]) is None                                  # one unfit: none packed
 
 
-def test_per_row_attention_only_for_sdpa_without_activation_checkpointing(tiny_model):
+def test_per_row_attention_only_for_sdpa_on_cpu_without_activation_checkpointing(tiny_model):
     """Checkpointed layers recompute after the packed call has switched the implementation back, so they keep
-    the block-diagonal mask; flash attention reads packed position ids itself."""
+    the block-diagonal mask, as do models on an accelerator; flash attention reads packed position ids itself."""
     from unlearnkit.packing import SEGMENT_ATTENTION, attention_kind, segment_attention
 
     assert tiny_model.config._attn_implementation == "eager" and attention_kind(tiny_model) == "mask"
@@ -216,6 +216,9 @@ def test_per_row_attention_only_for_sdpa_without_activation_checkpointing(tiny_m
     tiny_model.gradient_checkpointing_enable()
     assert attention_kind(tiny_model) == "mask"
     tiny_model.gradient_checkpointing_disable()
+    assert attention_kind(tiny_model) == "segments"
+    tiny_model.to("meta")                                          # not on CPU (as on an accelerator): the mask
+    assert attention_kind(tiny_model) == "mask"
     with pytest.raises(RuntimeError, match=SEGMENT_ATTENTION):
         q = torch.zeros(1, 2, 3, 4)
         segment_attention(None, q, q, q, None)

@@ -7,14 +7,15 @@ objective, fine-tuning) is unchanged. Values agree with the padded pass to float
 shapes; tested, gradients too).
 
 No row may attend to another. How that is kept decides what a packed row costs:
-* sdpa (the CPU default): each row's attention runs on its own, `is_causal`, on its slice of the packed
+* sdpa on CPU (the default there): each row's attention runs on its own, `is_causal`, on its slice of the packed
   queries, keys and values (`segment_attention`, registered with transformers' `AttentionInterface` and
   switched on only for the packed call; a sliding-window layer's rows get that window's mask). Attention then
   costs what the padded rows' does, less the padding, and no mask is built;
 * flash attention: transformers reads the packed position ids itself (variable-length kernels);
-* anything else (eager attention, or sdpa under activation checkpointing, whose recomputation would run after
-  the switch is undone): transformers builds a block-diagonal causal mask from the position ids
-  (`masking_utils.find_packed_sequence_indices`), and attention covers the whole packed square.
+* anything else (eager attention; sdpa on an accelerator, where per-row kernels would each pay a launch; sdpa
+  under activation checkpointing, whose recomputation would run after the switch is undone): transformers
+  builds a block-diagonal causal mask from the position ids (`masking_utils.find_packed_sequence_indices`),
+  and attention covers the whole packed square.
 `packing_pays` weighs the padding saved against that attention from the model's sizes.
 
 Several batches can share one pass (`packed_hidden(model, [forget, retain])`, used by `label_logprobs.one_pass`):
@@ -26,6 +27,7 @@ benchmarks). Needs transformers 5.x (this package's floor), whose masks read pac
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Sequence
 
 import torch
@@ -97,7 +99,10 @@ AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
 
 def attention_kind(model) -> str:
     """How a packed row of `model` keeps rows apart: 'segments' (sdpa per row), 'varlen' (flash attention's
-    own), or 'mask' (a block-diagonal mask over the whole packed square)."""
+    own), or 'mask' (a block-diagonal mask over the whole packed square).
+
+    Per-row sdpa only on CPU, where it was measured: on an accelerator each row's attention would be a kernel
+    launch of its own, while one masked kernel per layer is cheap at these lengths."""
     decoder = model.get_decoder()
     impl = getattr(decoder.config, "_attn_implementation", None) or ""
     if impl.startswith("flash_attention"):
@@ -105,7 +110,8 @@ def attention_kind(model) -> str:
     checkpointing = getattr(decoder, "is_activation_checkpointing", None)        # transformers >= 5.x's name
     if checkpointing is None:
         checkpointing = getattr(decoder, "is_gradient_checkpointing", False)
-    if impl == "sdpa" and not checkpointing and _PER_ROW[0]:
+    on_cpu = all(p.device.type == "cpu" for p in itertools.islice(decoder.parameters(), 1))
+    if impl == "sdpa" and not checkpointing and on_cpu and _PER_ROW[0]:
         return "segments"
     return "mask"
 
