@@ -9,7 +9,7 @@ off and the trim threshold at 2 GiB, freed blocks are reused: after a few steps 
 and is 10–15% faster (`benchmarks/row_packing.py`). The price: the process keeps its peak heap until it exits,
 which a training or evaluation process holds anyway.
 
-The `unlearnkit` command switches this on for its own process (`cli._run_command`); a Python user can call
+The `unlearnkit` command switches this on for its own process (`cli.main`, the console entry); a Python user can call
 `keep_freed_memory()` once at the start of a script. `UNLEARNKIT_KEEP_FREED_MEMORY=0` leaves malloc as it is.
 Only glibc has these settings; elsewhere (macOS, musl, Windows) this does nothing.
 """

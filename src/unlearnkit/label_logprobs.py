@@ -66,9 +66,10 @@ def label_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(nll, keep): fp32 next-token NLL at the N label positions (shape (N,)), and where they are ((B, T-1) bool).
 
     Read from the enclosing `one_pass` when it holds `batch` for `model` (computed with the same grad mode)."""
-    shared = _shared_pass_for(model, batch)
-    if shared is not None:
-        return shared.result(batch)
+    for shared in reversed(_SHARED):
+        i = shared.index(model, batch)
+        if i is not None:
+            return shared.result(i)
     return label_nll_many(model, [batch])[0]
 
 
@@ -95,24 +96,20 @@ class _SharedPass:
     grad: bool | None = None
     results: list = field(default_factory=list)
 
-    def holds(self, model, batch) -> bool:
-        return model is self.model and any(b is batch for b in self.batches)
+    def index(self, model, batch) -> int | None:
+        """Where `batch` sits among this pass's batches, if the pass serves `model` in the current grad mode."""
+        if model is not self.model or self.grad not in (None, torch.is_grad_enabled()):
+            return None
+        return next((i for i, b in enumerate(self.batches) if b is batch), None)
 
-    def result(self, batch):
+    def result(self, i: int):
         if not self.results:
             self.grad = torch.is_grad_enabled()
             self.results = label_nll_many(self.model, self.batches)
-        return self.results[next(i for i, b in enumerate(self.batches) if b is batch)]
+        return self.results[i]
 
 
 _SHARED: list[_SharedPass] = []
-
-
-def _shared_pass_for(model, batch) -> _SharedPass | None:
-    for shared in reversed(_SHARED):
-        if shared.holds(model, batch) and shared.grad in (None, torch.is_grad_enabled()):
-            return shared
-    return None
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ benchmarks). Needs transformers 5.x (this package's floor), whose masks read pac
 from __future__ import annotations
 
 import contextlib
-import itertools
 from typing import Sequence
 
 import torch
@@ -110,7 +109,8 @@ def attention_kind(model) -> str:
     checkpointing = getattr(decoder, "is_activation_checkpointing", None)        # transformers >= 5.x's name
     if checkpointing is None:
         checkpointing = getattr(decoder, "is_gradient_checkpointing", False)
-    on_cpu = all(p.device.type == "cpu" for p in itertools.islice(decoder.parameters(), 1))
+    first = next(decoder.parameters(), None)
+    on_cpu = first is None or first.device.type == "cpu"
     if impl == "sdpa" and not checkpointing and on_cpu and _PER_ROW[0]:
         return "segments"
     return "mask"
@@ -158,7 +158,8 @@ def packed_hidden(model, batches: Sequence[dict]) -> list[torch.Tensor] | None:
     if not _PACK[0] or config is None or not reals or any(r is None for r in reals):
         return None
     kind = attention_kind(model)
-    lengths = [int(n) for r in reals for n in r.sum(-1)]
+    rows = [[int(n) for n in r.sum(-1)] for r in reals]                  # real tokens of each row, batch by batch
+    lengths = [n for row in rows for n in row]
     widths = [r.shape[1] for r in reals for _ in range(r.shape[0])]
     if not packing_pays(config, lengths, widths, segmented=kind != "mask"):
         return None
@@ -170,7 +171,7 @@ def packed_hidden(model, batches: Sequence[dict]) -> list[torch.Tensor] | None:
         hidden = decoder(input_ids=ids, attention_mask=None, position_ids=positions.unsqueeze(0), use_cache=False,
                          **extra).last_hidden_state[0]
     out = []
-    for real, part in zip(reals, hidden.split([int(r.sum()) for r in reals])):
+    for real, part in zip(reals, hidden.split([sum(row) for row in rows])):
         out.append(part.new_zeros(*real.shape, part.shape[-1]).masked_scatter(real.unsqueeze(-1), part))
     return out
 
